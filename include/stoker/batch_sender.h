@@ -1,0 +1,78 @@
+// BatchSender: the pushing side of the data plane. It connects to one
+// BatchReceiver, holds the credits the receiver grants, and sends a batch
+// only with a credit in hand, so the receiver's memory is bounded and
+// backpressure reaches whoever produces batches.
+//
+// Threading: a BatchSender is driven by one thread; it makes progress inside
+// its own calls (post, poll, flush, close) and sleeps on UCX's wakeup fd when
+// it waits, never spinning. Completions run on that thread, from within those
+// calls; they may not call back into the sender.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "stoker/batch_descriptor.h"
+#include "stoker/push_mode.h"
+#include "stoker/result.h"
+
+namespace stoker {
+
+struct SenderOptions {
+  std::string receiver_address;  // "host:port" of a BatchReceiver
+  PushMode mode = PushMode::kAuto;
+  std::string name;  // shown in the receiver's logs and events
+  std::chrono::milliseconds connect_timeout{10'000};
+};
+
+class BatchSender {
+ public:
+  // Runs once the payload may be reused: OK when the batch has left for the
+  // receiver, or the error that stopped it (e.g. the receiver died).
+  using Completion = std::function<void(const Status&)>;
+
+  // Connects and completes the handshake. Fails with kVersionMismatch when the
+  // receiver speaks another protocol version, naming both.
+  static Result<std::unique_ptr<BatchSender>> connect(SenderOptions options);
+  // close() with a short timeout, if it was not called.
+  ~BatchSender();
+  BatchSender(const BatchSender&) = delete;
+  BatchSender& operator=(const BatchSender&) = delete;
+
+  // Registers host memory that payloads will come from, so large sends go
+  // zero-copy from it. Optional; the memory must outlive the sender.
+  Status register_buffer(void* data, size_t bytes);
+
+  // Waits up to `timeout` for a credit, then starts sending `payload`, which
+  // must hold descriptor.payload_bytes bytes and stay unchanged until
+  // `on_complete` runs. Fails fast once the receiver has failed.
+  Status post(const BatchDescriptor& descriptor, std::span<const std::byte> payload,
+              Completion on_complete, std::chrono::milliseconds timeout);
+
+  // Runs due completions without blocking.
+  void poll();
+  // Waits until at least one posted batch completes (kTimedOut if none does).
+  Status wait_for_completion(std::chrono::milliseconds timeout);
+  // Waits until every posted batch has completed.
+  Status flush(std::chrono::milliseconds timeout);
+  // Flushes, tells the receiver this stream ended cleanly and disconnects.
+  Status close(std::chrono::milliseconds timeout);
+
+  uint32_t credits() const;       // batches that may be posted without waiting
+  size_t in_flight() const;       // posted, not yet completed
+  uint32_t sender_id() const;     // as the receiver numbered us
+  uint64_t slot_bytes() const;    // the receiver's landing slot size
+  PushMode mode() const;          // as chosen at connect (never kAuto)
+  const Status& health() const;   // OK, or why the connection is dead
+
+ private:
+  class Impl;
+  explicit BatchSender(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stoker

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Runs ucx_perftest (ucp_am_bw) and stoker-perf at the same message sizes over
+# the same transport, in the same run, and prints one line per point:
+#
+#   RESULT tls=<tcp|sm> size=<bytes> ucx_MBps=<x> stoker_MBps=<y> ratio=<y/x>
+#
+# and, for the fan-in check, the same line with senders=<n> before the sizes
+# (stoker with n sender processes against ucx_perftest's single stream).
+# stoker's figure is the server's: a batch counts once it has fully landed in
+# a slot and the consumer has taken it. Each point is the median of --reps
+# alternating runs. MB/s are ucx_perftest's (2^20 bytes per second).
+#
+#   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
+#                       [--iterations N] [--reps N] [--fanin N] [--fanin-size BYTES]
+set -euo pipefail
+
+stoker_perf=${STOKER_PERF:-build/perf/stoker-perf}
+tls_list="tcp sm"
+sizes="65536 1048576 4194304"
+iterations=3000
+reps=3
+fanin=4
+fanin_size=1048576
+port=$((20000 + RANDOM % 20000))
+
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --stoker-perf) stoker_perf=$2; shift 2 ;;
+    --tls) tls_list=$2; shift 2 ;;
+    --sizes) sizes=$2; shift 2 ;;
+    --iterations) iterations=$2; shift 2 ;;
+    --reps) reps=$2; shift 2 ;;
+    --fanin) fanin=$2; shift 2 ;;
+    --fanin-size) fanin_size=$2; shift 2 ;;
+    *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v ucx_perftest >/dev/null || { echo "compare_ucx.sh: ucx_perftest not found (apt-get install ucx-utils)" >&2; exit 2; }
+[[ -x $stoker_perf ]] || { echo "compare_ucx.sh: $stoker_perf is not built" >&2; exit 2; }
+
+work=$(mktemp -d)
+trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# stoker's sockaddr handshake needs tcp in UCX_TLS; the data endpoint then
+# picks shared memory when it is allowed (docs/protocol.md).
+ucx_tls() { [[ $1 == sm ]] && echo sm || echo "$1"; }
+stoker_tls() { [[ $1 == sm ]] && echo sm,tcp || echo "$1"; }
+
+median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+# ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
+run_ucx() {  # tls size
+  port=$((port + 1))
+  UCX_TLS=$(ucx_tls "$1") ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" \
+    >"$work/ucx_server.log" 2>&1 &
+  local server=$!
+  sleep 0.3
+  UCX_TLS=$(ucx_tls "$1") timeout 120 ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" \
+    -p "$port" 127.0.0.1 2>&1 | awk '/Final:/ {print $7}'
+  wait "$server" || true
+}
+
+# stoker-perf: one server, `senders` client processes; the server's MBps.
+run_stoker() {  # tls size senders
+  local tls size=$2 senders=$3 portfile="$work/port"
+  tls=$(stoker_tls "$1")
+  rm -f "$portfile"
+  UCX_TLS=$tls "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" \
+    --senders "$senders" --slot-bytes "$size" --slots $((16 * senders)) --credits 16 \
+    >"$work/stoker_server.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
+  local clients=()
+  for s in $(seq "$senders"); do
+    UCX_TLS=$tls timeout 120 "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" \
+      --size "$size" --iterations "$iterations" --warmup 200 --name "perf-$s" \
+      >"$work/stoker_client_$s.log" 2>&1 &
+    clients+=($!)
+  done
+  for c in "${clients[@]}"; do wait "$c" || { cat "$work/stoker_client_"*.log >&2; return 1; }; done
+  wait "$server" || { cat "$work/stoker_server.log" >&2; return 1; }
+  grep '^RESULT role=server' "$work/stoker_server.log" | sed -E 's/.* MBps=([0-9.]+).*/\1/'
+}
+
+point() {  # tls size senders
+  local ucx=() stoker=()
+  for _ in $(seq "$reps"); do
+    ucx+=("$(run_ucx "$1" "$2")")
+    stoker+=("$(run_stoker "$1" "$2" "$3")")
+  done
+  local u s
+  u=$(printf '%s\n' "${ucx[@]}" | median)
+  s=$(printf '%s\n' "${stoker[@]}" | median)
+  local extra=""
+  [[ $3 -gt 1 ]] && extra="senders=$3 "
+  awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v extra="$extra" \
+    'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, s / u}'
+}
+
+for tls in $tls_list; do
+  for size in $sizes; do point "$tls" "$size" 1; done
+  [[ $fanin -gt 1 ]] && point "$tls" "$fanin_size" "$fanin"
+done

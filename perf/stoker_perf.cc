@@ -1,0 +1,370 @@
+// stoker-perf: a bandwidth and latency tool for the batch data plane, in the
+// spirit of ib_write_bw and ucx_perftest. A server (one BatchReceiver) and
+// one or more client processes (a BatchSender each):
+//
+//   stoker-perf server --senders 1
+//   stoker-perf client --connect 127.0.0.1:13340 --size 1M --iterations 2000
+//
+// The server counts a batch only when it has fully landed in a slot and the
+// consumer has taken it; it prints one RESULT line per message size once
+// every sender has said goodbye. Latency is one-way, from the sender's post
+// to the consumer's hand-off, read off CLOCK_MONOTONIC, which is shared by
+// processes of one host only (so it is meaningful on loopback runs).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <vector>
+
+#include "stoker/batch_receiver.h"
+#include "stoker/batch_sender.h"
+#include "stoker/landing.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using stoker::Status;
+
+constexpr uint64_t kWarmupRound = 0;
+constexpr uint64_t kMeasuredRound = 1;
+constexpr double kMiB = 1024.0 * 1024.0;  // ucx_perftest's "MB"
+
+uint64_t now_ns() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+          .count());
+}
+
+// "64K", "1M", "4194304" -> bytes.
+stoker::Result<size_t> parse_size(std::string_view text) {
+  size_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end == text.data()) {
+    return stoker::invalid_argument(fmt::format("'{}' is not a size", text));
+  }
+  std::string_view suffix(end, static_cast<size_t>(text.data() + text.size() - end));
+  if (suffix.empty()) return value;
+  if (suffix == "K" || suffix == "k") return value << 10;
+  if (suffix == "M" || suffix == "m") return value << 20;
+  if (suffix == "G" || suffix == "g") return value << 30;
+  return stoker::invalid_argument(fmt::format("'{}': unknown size suffix '{}'", text, suffix));
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<size_t>(p * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k];
+}
+
+std::string tls_label() {
+  const char* tls = std::getenv("UCX_TLS");
+  return tls ? tls : "default";
+}
+
+// The payload pattern of --verify: byte i of batch s is (s + i) mod 251 (a
+// prime, so no power-of-two stride aliases it). The first 8 bytes carry the
+// send timestamp. Filled and checked with memcpy/memcmp from a table, so
+// verification runs at memory speed.
+class Pattern {
+ public:
+  explicit Pattern(size_t max_bytes) : table_(max_bytes + 251) {
+    for (size_t k = 0; k < table_.size(); ++k) table_[k] = static_cast<std::byte>(k % 251);
+  }
+  void fill(std::byte* p, size_t n, uint64_t sequence) const {
+    if (n > 8) std::memcpy(p + 8, source(sequence), n - 8);
+  }
+  bool check(const std::byte* p, size_t n, uint64_t sequence) const {
+    return n <= 8 || n > table_.size() - 251 ||
+           std::memcmp(p + 8, source(sequence), n - 8) == 0;
+  }
+
+ private:
+  const std::byte* source(uint64_t sequence) const { return table_.data() + (sequence + 8) % 251; }
+  std::vector<std::byte> table_;
+};
+
+struct ServerArgs {
+  std::string listen = "0.0.0.0:13340";
+  int senders = 1;
+  std::string slot_bytes = "4M";
+  uint32_t slots = 64;
+  uint32_t credits = 16;
+  std::string memory = "host";
+  bool verify = false;
+  std::string port_file;
+  int idle_timeout_ms = 60'000;
+};
+
+struct SizeStats {
+  uint64_t batches = 0;
+  uint64_t bytes = 0;
+  Clock::time_point first{}, last{};
+  std::vector<double> latency_us;
+};
+
+int run_server(const ServerArgs& args) {
+  auto slot_bytes = parse_size(args.slot_bytes);
+  auto requested = stoker::parse_memory_kind(args.memory);
+  if (!slot_bytes.is_ok() || !requested) {
+    spdlog::error("bad --slot-bytes or --memory (host, pinned, device)");
+    return 2;
+  }
+  auto transport = stoker::query_transport();
+  if (!transport.is_ok()) {
+    spdlog::error("{}", transport.status().to_string());
+    return 1;
+  }
+  auto plan = stoker::plan_landing(*requested, *transport);
+  if (!plan.is_ok()) {
+    spdlog::error("{}", plan.status().to_string());
+    return 1;
+  }
+  if (!plan->note.empty()) spdlog::warn("{}", plan->note);
+  auto memory = stoker::make_memory_resource(plan->land_in);
+  if (!memory.is_ok()) {
+    spdlog::error("{}", memory.status().to_string());
+    return 1;
+  }
+
+  std::atomic<int> senders_done{0};
+  stoker::ReceiverOptions options;
+  options.listen_address = args.listen;
+  options.slot_bytes = *slot_bytes;
+  options.slot_count = args.slots;
+  options.credits_per_sender = args.credits;
+  options.landing_memory = *memory;
+  options.on_peer_event = [&](const stoker::PeerEvent& e) {
+    if (e.kind == stoker::PeerEvent::Kind::kConnected) {
+      spdlog::info("{} connected", e.peer);
+    } else {
+      if (e.kind == stoker::PeerEvent::Kind::kFailed) {
+        spdlog::warn("{} failed: {}", e.peer, e.status.message());
+      }
+      senders_done.fetch_add(1);
+    }
+  };
+  auto receiver = stoker::BatchReceiver::start(options);
+  if (!receiver.is_ok()) {
+    spdlog::error("{}", receiver.status().to_string());
+    return 1;
+  }
+  auto& rx = **receiver;
+  spdlog::info("listening on {} ({} slots of {} bytes, {} memory, {} credits per sender)",
+               rx.address(), args.slots, *slot_bytes, stoker::memory_kind_name(rx.memory_kind()),
+               args.credits);
+  if (!args.port_file.empty()) {
+    std::ofstream(args.port_file) << rx.port() << "\n";
+  }
+
+  std::map<uint64_t, SizeStats> by_size;
+  const Pattern pattern(*slot_bytes);
+  uint64_t corrupt = 0;
+  auto last_activity = Clock::now();
+  while (true) {
+    // Batches that landed before the last goodbye are still taken.
+    const bool all_done = senders_done.load() >= args.senders;
+    auto batch = rx.next(std::chrono::milliseconds(all_done ? 0 : 100));
+    if (!batch.is_ok()) {
+      if (all_done || batch.status().code() != stoker::StatusCode::kTimedOut) break;
+      if (Clock::now() - last_activity > std::chrono::milliseconds(args.idle_timeout_ms)) {
+        spdlog::error("no batch for {} ms; giving up", args.idle_timeout_ms);
+        return 1;
+      }
+      continue;
+    }
+    const auto landed = Clock::now();
+    last_activity = landed;
+    const auto& d = batch->descriptor();
+    const auto payload = batch->payload();
+    if (args.verify && !pattern.check(payload.data(), payload.size(), d.sequence)) ++corrupt;
+    if (d.round != kMeasuredRound) continue;
+    SizeStats& s = by_size[d.payload_bytes];
+    if (s.batches == 0) {
+      s.first = landed;  // the clock starts when the first measured batch lands
+    } else {
+      s.bytes += d.payload_bytes;
+    }
+    s.last = landed;
+    ++s.batches;
+    if (payload.size() >= 8) {
+      uint64_t sent_ns = 0;
+      std::memcpy(&sent_ns, payload.data(), 8);
+      s.latency_us.push_back(static_cast<double>(now_ns() - sent_ns) / 1e3);
+    }
+  }
+
+  const auto stats = rx.stats();
+  for (auto& [size, s] : by_size) {
+    const double seconds = std::chrono::duration<double>(s.last - s.first).count();
+    const double bps = seconds > 0 ? static_cast<double>(s.bytes) / seconds : 0;
+    fmt::print(
+        "RESULT role=server tls={} memory={} size={} senders={} batches={} MBps={:.1f} "
+        "GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} lat_p99_us={:.1f} rejected={} "
+        "corrupt={}\n",
+        tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders, s.batches,
+        bps / kMiB, bps / 1e9, seconds > 0 ? static_cast<double>(s.batches - 1) / seconds : 0,
+        percentile(s.latency_us, 0.50), percentile(s.latency_us, 0.99), stats.rejected_total(),
+        corrupt);
+  }
+  std::fflush(stdout);
+  return corrupt == 0 ? 0 : 1;
+}
+
+struct ClientArgs {
+  std::string connect = "127.0.0.1:13340";
+  std::vector<std::string> sizes{"1M"};
+  uint64_t iterations = 1000;
+  uint64_t warmup = 100;
+  std::string mode = "auto";
+  std::string name = "stoker-perf";
+  size_t buffers = 16;
+  int timeout_ms = 30'000;
+  bool verify = false;
+};
+
+int run_client(const ClientArgs& args) {
+  auto mode = stoker::parse_push_mode(args.mode);
+  if (!mode) {
+    spdlog::error("--mode must be am, put or auto");
+    return 2;
+  }
+  std::vector<size_t> sizes;
+  for (const auto& text : args.sizes) {
+    auto size = parse_size(text);
+    if (!size.is_ok() || *size < 8) {
+      spdlog::error("bad --size '{}' (at least 8 bytes)", text);
+      return 2;
+    }
+    sizes.push_back(*size);
+  }
+  auto sender = stoker::BatchSender::connect(
+      {.receiver_address = args.connect, .mode = *mode, .name = args.name});
+  if (!sender.is_ok()) {
+    spdlog::error("{}", sender.status().to_string());
+    return 1;
+  }
+  auto& tx = **sender;
+  const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<std::byte> ring(max_size * args.buffers);
+  if (Status st = tx.register_buffer(ring.data(), ring.size()); !st.is_ok()) {
+    spdlog::warn("{} (sending without registration)", st.to_string());
+  }
+  std::vector<uint8_t> busy(args.buffers, 0);
+  const Pattern pattern(args.verify ? max_size : 0);
+  const auto timeout = std::chrono::milliseconds(args.timeout_ms);
+  Status failure;
+
+  for (size_t size : sizes) {
+    std::vector<double> post_us;
+    post_us.reserve(args.iterations);
+    Clock::time_point start{};
+    for (uint64_t i = 0; i < args.warmup + args.iterations && failure.is_ok(); ++i) {
+      const bool measured = i >= args.warmup;
+      if (i == args.warmup) {
+        if (Status st = tx.flush(timeout); !st.is_ok()) {
+          failure = st;
+          break;
+        }
+        start = Clock::now();
+      }
+      const size_t b = i % args.buffers;
+      while (busy[b] != 0 && failure.is_ok()) {
+        if (Status st = tx.wait_for_completion(timeout); !st.is_ok()) failure = st;
+      }
+      if (!failure.is_ok()) break;
+      std::byte* p = ring.data() + b * max_size;
+      if (args.verify) pattern.fill(p, size, i);
+      stoker::BatchDescriptor d;
+      d.sequence = i;
+      d.round = measured ? kMeasuredRound : kWarmupRound;
+      d.payload_bytes = size;
+      const uint64_t shape[] = {size};
+      (void)d.add_tensor("data", stoker::DType::kUInt8, shape, 0);
+      const uint64_t stamp = now_ns();
+      std::memcpy(p, &stamp, 8);
+      busy[b] = 1;
+      const auto posted = Clock::now();
+      Status st = tx.post(d, {p, size}, [&busy, b, &failure](const Status& s) {
+        busy[b] = 0;
+        if (!s.is_ok() && failure.is_ok()) failure = s;
+      }, timeout);
+      if (!st.is_ok()) {
+        failure = st;
+        break;
+      }
+      if (measured) {
+        post_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - posted).count());
+      }
+    }
+    if (failure.is_ok()) failure = tx.flush(timeout);
+    if (!failure.is_ok()) break;
+    const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    const double bytes = static_cast<double>(size * args.iterations);
+    fmt::print(
+        "RESULT role=client tls={} mode={} size={} iterations={} MBps={:.1f} GBps={:.3f} "
+        "msg_per_s={:.0f} post_p50_us={:.1f} post_p99_us={:.1f}\n",
+        tls_label(), stoker::push_mode_name(tx.mode()), size, args.iterations, bytes / seconds / kMiB,
+        bytes / seconds / 1e9, static_cast<double>(args.iterations) / seconds,
+        percentile(post_us, 0.50), percentile(post_us, 0.99));
+    std::fflush(stdout);
+  }
+  if (!failure.is_ok()) {
+    spdlog::error("{}", failure.to_string());
+    return 1;
+  }
+  if (Status st = tx.close(timeout); !st.is_ok()) {
+    spdlog::error("{}", st.to_string());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"stoker-perf: bandwidth and latency of stoker's batch data plane"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+
+  ServerArgs server;
+  auto* s = app.add_subcommand("server", "receive batches and report what landed");
+  s->add_option("--listen", server.listen, "address to listen on (port 0: any)");
+  s->add_option("--senders", server.senders, "exit after this many senders finished")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--slot-bytes", server.slot_bytes, "landing slot size (64K, 4M, ...)");
+  s->add_option("--slots", server.slots, "landing slots in the pool")->check(CLI::PositiveNumber);
+  s->add_option("--credits", server.credits, "credits (window) per sender")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--memory", server.memory, "landing memory: host, pinned or device");
+  s->add_flag("--verify", server.verify, "check every payload byte");
+  s->add_option("--port-file", server.port_file, "write the bound port here once listening");
+  s->add_option("--idle-timeout-ms", server.idle_timeout_ms, "give up after this long idle");
+
+  ClientArgs client;
+  auto* c = app.add_subcommand("client", "send batches to a server");
+  c->add_option("--connect", client.connect, "server host:port");
+  c->add_option("--size", client.sizes, "message size(s), e.g. --size 64K 1M 4M");
+  c->add_option("--iterations", client.iterations, "measured batches per size");
+  c->add_option("--warmup", client.warmup, "unmeasured batches per size");
+  c->add_option("--mode", client.mode, "push mode: am, put or auto (put over shared memory)");
+  c->add_option("--name", client.name, "name shown in the server's log");
+  c->add_option("--buffers", client.buffers, "send buffers in the ring")
+      ->check(CLI::PositiveNumber);
+  c->add_flag("--verify", client.verify, "fill payloads with the pattern server --verify checks");
+  c->add_option("--timeout-ms", client.timeout_ms, "give up waiting for a credit after this long");
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("[%H:%M:%S.%e] [%n] [%l] %v");
+  return s->parsed() ? run_server(server) : run_client(client);
+}

@@ -1,0 +1,104 @@
+// Handshake, credit and ready messages: round trips and rejection of
+// malformed, truncated and oversized input.
+#include "transport/data_plane_messages.h"
+
+#include <gtest/gtest.h>
+
+namespace stoker::wire {
+namespace {
+
+TEST(DataPlaneMessages, HelloRoundTrips) {
+  Hello h{.version = kDataPlaneVersion, .name = "worker-3"};
+  auto back = Hello::decode(h.encode());
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->name, "worker-3");
+}
+
+TEST(DataPlaneMessages, HelloFromAnotherVersionNamesBothVersions) {
+  Hello h{.version = 2, .name = "future"};
+  auto back = Hello::decode(h.encode());
+  ASSERT_FALSE(back.is_ok());
+  EXPECT_EQ(back.status().code(), StatusCode::kVersionMismatch);
+  EXPECT_NE(back.status().message().find("version 2"), std::string::npos);
+  EXPECT_NE(back.status().message().find("speaks 1"), std::string::npos);
+}
+
+TEST(DataPlaneMessages, HelloRejectsGarbageAndTruncation) {
+  std::vector<std::byte> garbage(16, std::byte{0x41});
+  EXPECT_EQ(Hello::decode(garbage).status().code(), StatusCode::kProtocolError);
+  auto bytes = Hello{.name = "x"}.encode();
+  EXPECT_EQ(Hello::decode(std::span(bytes).first(5)).status().code(), StatusCode::kProtocolError);
+  bytes.push_back(std::byte{0});
+  EXPECT_NE(Hello::decode(bytes).status().message().find("trailing"), std::string::npos);
+}
+
+TEST(DataPlaneMessages, WelcomeRoundTripsAndRejectsTruncation) {
+  Welcome w;
+  w.sender_id = 4;
+  w.slot_bytes = 1 << 20;
+  w.slot_count = 32;
+  w.pool_address = 0x7f0000001000;
+  w.attach_token = 0x1234567890abcdefULL;
+  w.pool_rkey = {std::byte{1}, std::byte{2}};
+  w.worker_address = std::vector<std::byte>(100, std::byte{9});
+  w.host_identity = "boot/net:1";
+  auto bytes = w.encode();
+  auto back = Welcome::decode(bytes);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->sender_id, 4u);
+  EXPECT_EQ(back->attach_token, w.attach_token);
+  EXPECT_EQ(back->pool_rkey, w.pool_rkey);
+  EXPECT_EQ(back->worker_address, w.worker_address);
+  EXPECT_EQ(back->host_identity, "boot/net:1");
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(Welcome::decode(std::span(bytes).first(n)).is_ok()) << n;
+  }
+}
+
+TEST(DataPlaneMessages, CreditChecksSlotRangeAndCount) {
+  Credit c{{0, 5, 31}};
+  auto ok = Credit::decode(c.encode(), 32);
+  ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->slots, (std::vector<uint32_t>{0, 5, 31}));
+  EXPECT_NE(Credit::decode(c.encode(), 16).status().message().find("slot 31 of a 16-slot pool"),
+            std::string::npos);
+  EXPECT_TRUE(Credit::decode(Credit{}.encode(), 32).is_ok());  // an attach confirmation
+  EXPECT_FALSE(Credit::decode(Credit{std::vector<uint32_t>(1025, 0)}.encode(), 32).is_ok());
+  auto bytes = c.encode();
+  bytes.pop_back();
+  EXPECT_FALSE(Credit::decode(bytes, 32).is_ok());
+}
+
+TEST(DataPlaneMessages, RefusalAndAttachRoundTrip) {
+  auto r = Refusal::decode(Refusal{.version = 1, .reason = "no"}.encode());
+  ASSERT_TRUE(r.is_ok());
+  EXPECT_EQ(r->reason, "no");
+  auto a = Attach::decode(Attach{.sender_id = 3, .token = 99, .mode = PushMode::kPut}.encode());
+  ASSERT_TRUE(a.is_ok());
+  EXPECT_EQ(a->token, 99u);
+  EXPECT_EQ(a->mode, PushMode::kPut);
+  auto bad_mode = Attach{.sender_id = 3, .token = 99}.encode();
+  bad_mode.back() = std::byte{static_cast<uint8_t>(PushMode::kAuto)};
+  EXPECT_NE(Attach::decode(bad_mode).status().message().find("push mode"), std::string::npos);
+  std::vector<std::byte> short_attach(5);
+  EXPECT_FALSE(Attach::decode(short_attach).is_ok());
+}
+
+TEST(DataPlaneMessages, BatchReadyCarriesSlotAndDescriptor) {
+  BatchReady ready;
+  ready.slot = 12;
+  const uint64_t shape[] = {64};
+  ASSERT_TRUE(ready.descriptor.add_tensor("x", DType::kFloat32, shape, 0).is_ok());
+  ready.descriptor.payload_bytes = 256;
+  std::vector<std::byte> bytes(4 + ready.descriptor.encoded_size());
+  auto n = ready.encode(bytes);
+  ASSERT_TRUE(n.is_ok());
+  auto back = BatchReady::decode(bytes);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->slot, 12u);
+  EXPECT_EQ(back->descriptor.tensors[0].dtype, DType::kFloat32);
+  EXPECT_FALSE(BatchReady::decode(std::span(bytes).first(3)).is_ok());
+}
+
+}  // namespace
+}  // namespace stoker::wire

@@ -1,0 +1,481 @@
+// BatchSender: handshake, credits, and the two push modes (active message
+// with rendezvous; put + flush + ready).
+#include "stoker/batch_sender.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <deque>
+#include <vector>
+
+#include "transport/data_plane_messages.h"
+#include "transport/host_identity.h"
+#include "stoker/memory.h"
+#include "transport/ucx/am_send.h"
+#include "transport/ucx/context.h"
+#include "transport/ucx/endpoint.h"
+#include "transport/ucx/memory_region.h"
+#include "transport/ucx/ucx_status.h"
+#include "transport/ucx/worker.h"
+
+namespace stoker {
+namespace {
+
+constexpr size_t kMaxHeaderBytes = 4 + kDescriptorHeaderBytes + kMaxTensors * kTensorEntryBytes;
+constexpr auto kMaxSleep = std::chrono::milliseconds(100);
+// Polling continues this long after the last event before sleeping on the
+// wakeup fd (see ReceiverCore::run for the reasoning).
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+
+std::span<const std::byte> bytes_of(const void* p, size_t n) {
+  return {static_cast<const std::byte*>(p), n};
+}
+
+}  // namespace
+
+class BatchSender::Impl {
+ public:
+  // One posted batch, from post() to its completion.
+  struct Op {
+    Impl* impl = nullptr;
+    Completion done;
+    std::array<std::byte, kMaxHeaderBytes> header{};
+    size_t header_bytes = 0;
+  };
+
+  static Result<std::unique_ptr<Impl>> connect(SenderOptions options);
+  ~Impl() { (void)close(std::chrono::milliseconds(1000)); }
+
+  Status register_buffer(void* data, size_t bytes);
+  Status post(const BatchDescriptor& d, std::span<const std::byte> payload, Completion done,
+              std::chrono::milliseconds timeout);
+  void poll();
+  Status wait_for_completion(std::chrono::milliseconds timeout);
+  Status flush(std::chrono::milliseconds timeout);
+  Status close(std::chrono::milliseconds timeout);
+
+  uint32_t credits() const { return static_cast<uint32_t>(welcomed_ ? credits_.size() : 0); }
+  size_t in_flight() const { return in_flight_; }
+  uint32_t sender_id() const { return welcome_.sender_id; }
+  uint64_t slot_bytes() const { return welcome_.slot_bytes; }
+  PushMode mode() const { return options_.mode; }
+  const Status& health() const { return health_; }
+
+ private:
+  // Progresses until `done()` or the deadline; sleeps on the wakeup fd.
+  template <typename Done>
+  Status progress_until(Done done, std::chrono::steady_clock::time_point deadline,
+                        std::string_view what);
+  void fail(Status why);
+  Op* acquire_op(Completion done);
+  void complete(Op* op, ucs_status_t status, std::string_view what);
+  void run_completions();
+  ucp_mem_h memh_for(std::span<const std::byte> payload) const;
+
+  static ucs_status_t on_welcome(void* arg, const void* header, size_t header_length, void* data,
+                                 size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_refuse(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param);
+  static ucs_status_t on_credit(void* arg, const void* header, size_t header_length, void* data,
+                                size_t length, const ucp_am_recv_param_t* param);
+  static void on_sent(void* request, ucs_status_t status, void* user_data);
+  static void on_flushed(void* request, ucs_status_t status, void* user_data);
+
+  SenderOptions options_;
+  std::string receiver_;
+  // Declared first, destroyed last: UCX may still hold Op pointers until the
+  // worker is gone.
+  std::vector<std::unique_ptr<Op>> ops_;  // every Op ever made; reused
+  std::vector<Op*> free_ops_;
+  std::shared_ptr<ucx::Context> context_;
+  std::unique_ptr<ucx::Worker> worker_;
+  std::vector<std::unique_ptr<ucx::MemoryRegion>> regions_;
+  std::unique_ptr<ucx::Endpoint> ep_;       // control: handshake and credits (sockaddr)
+  std::unique_ptr<ucx::Endpoint> data_ep_;  // batches: by worker address, so shared memory works
+  std::unique_ptr<ucx::RemoteKey> pool_rkey_;
+
+  bool welcomed_ = false;
+  bool attached_ = false;
+  bool closed_ = false;
+  wire::Welcome welcome_;
+  Status health_;
+  std::deque<uint32_t> credits_;
+  size_t in_flight_ = 0;
+  uint64_t completed_ = 0;  // ops ever completed
+  std::vector<std::pair<Completion, Status>> due_;
+  bool running_completions_ = false;
+};
+
+Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options_ = std::move(options);
+  STOKER_ASSIGN_OR_RETURN(auto address, SocketAddress::parse(impl->options_.receiver_address));
+  impl->receiver_ = address.to_string();
+  STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create());
+  STOKER_ASSIGN_OR_RETURN(impl->worker_, ucx::Worker::create(impl->context_));
+  using wire::AmId;
+  for (auto [id, cb] : {std::pair{AmId::kWelcome, &Impl::on_welcome},
+                        std::pair{AmId::kRefuse, &Impl::on_refuse},
+                        std::pair{AmId::kCredit, &Impl::on_credit}}) {
+    STOKER_RETURN_IF_ERROR(impl->worker_->set_am_handler(static_cast<uint16_t>(id), cb, impl.get()));
+  }
+  Impl* raw = impl.get();
+  STOKER_ASSIGN_OR_RETURN(impl->ep_, ucx::Endpoint::connect(*impl->worker_, address,
+                                                            [raw](ucs_status_t st) {
+                                                              raw->fail(ucx::from_ucs(
+                                                                  st, "connection lost"));
+                                                            }));
+  wire::Hello hello{.version = wire::kDataPlaneVersion, .name = impl->options_.name};
+  STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->ep_->get(),
+                                              static_cast<uint16_t>(AmId::kHello), hello.encode()));
+  const auto deadline = std::chrono::steady_clock::now() + impl->options_.connect_timeout;
+  STOKER_RETURN_IF_ERROR(impl->progress_until([raw] { return raw->welcomed_; }, deadline,
+                                              "waiting for the receiver's welcome"));
+  // A sockaddr endpoint may only use the transports UCX's connection manager
+  // allows (TCP in UCX 1.13); a second endpoint by worker address can use all
+  // of them, shared memory and RDMA included. Batches travel on that one.
+  // Shared memory cannot report a dead peer in UCX 1.13, so peer-failure
+  // handling (which would rule it out) is dropped only where shared memory
+  // will be used; there the control endpoint detects failures and a dead
+  // peer's shared-memory transfers fail at once. Everywhere else a transfer
+  // from a dead peer would wait forever without it.
+  const bool shared_memory = !impl->welcome_.host_identity.empty() &&
+                             impl->welcome_.host_identity == host_identity() &&
+                             ucx_shared_memory_enabled();
+  if (impl->options_.mode == PushMode::kAuto) {
+    impl->options_.mode = shared_memory ? PushMode::kPut : PushMode::kActiveMessage;
+  }
+  STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
+                          ucx::Endpoint::connect_to_worker(
+                              *impl->worker_, impl->welcome_.worker_address, impl->receiver_,
+                              /*peer_errors=*/!shared_memory, [raw](ucs_status_t st) {
+                                raw->fail(ucx::from_ucs(st, "data connection lost"));
+                              }));
+  STOKER_RETURN_IF_ERROR(ucx::send_control_am(
+      impl->data_ep_->get(), static_cast<uint16_t>(AmId::kAttach),
+      wire::Attach{.sender_id = impl->welcome_.sender_id,
+                   .token = impl->welcome_.attach_token,
+                   .mode = impl->options_.mode}
+          .encode()));
+  if (impl->options_.mode == PushMode::kPut) {
+    STOKER_ASSIGN_OR_RETURN(impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(),
+                                                                     impl->welcome_.pool_rkey));
+  }
+  // The first credit message (possibly empty, when every slot is taken)
+  // means the receiver has bound the data endpoint: the handshake is done.
+  STOKER_RETURN_IF_ERROR(impl->progress_until([raw] { return raw->attached_; }, deadline,
+                                              "waiting for the receiver to confirm"));
+  return impl;
+}
+
+template <typename Done>
+Status BatchSender::Impl::progress_until(Done done, std::chrono::steady_clock::time_point deadline,
+                                         std::string_view what) {
+  auto last_event = std::chrono::steady_clock::now();
+  while (true) {
+    const unsigned events = worker_->progress();
+    run_completions();
+    if (!health_.is_ok()) return health_;
+    if (done()) return Status::ok();
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      return timed_out(fmt::format("{} from {}: nothing within the timeout", what, receiver_));
+    }
+    if (events != 0) last_event = now;
+    if (now - last_event < kSpinBeforeSleep) continue;  // a busy stream: keep polling
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
+    STOKER_RETURN_IF_ERROR(worker_->wait(std::clamp(left, std::chrono::milliseconds(0), kMaxSleep)));
+  }
+}
+
+void BatchSender::Impl::fail(Status why) {
+  if (!health_.is_ok()) return;
+  health_ = Status(why.code(), fmt::format("receiver at {}: {}", receiver_, why.message()));
+  spdlog::warn("sender: {}", health_.message());
+}
+
+ucs_status_t BatchSender::Impl::on_welcome(void* arg, const void* header, size_t header_length,
+                                           void*, size_t, const ucp_am_recv_param_t*) {
+  auto* self = static_cast<Impl*>(arg);
+  auto welcome = wire::Welcome::decode(bytes_of(header, header_length));
+  if (!welcome.is_ok()) {
+    self->fail(welcome.status().with_context("bad welcome"));
+    return UCS_OK;
+  }
+  self->welcome_ = std::move(welcome).value();
+  self->welcomed_ = true;
+  return UCS_OK;
+}
+
+ucs_status_t BatchSender::Impl::on_refuse(void* arg, const void* header, size_t header_length,
+                                          void*, size_t, const ucp_am_recv_param_t*) {
+  auto* self = static_cast<Impl*>(arg);
+  auto refusal = wire::Refusal::decode(bytes_of(header, header_length));
+  const std::string reason = refusal.is_ok() ? refusal->reason : refusal.status().message();
+  const StatusCode code = refusal.is_ok() && refusal->version != wire::kDataPlaneVersion
+                              ? StatusCode::kVersionMismatch
+                              : StatusCode::kProtocolError;
+  self->health_ = Status(code, fmt::format("receiver at {} refused this sender: {}",
+                                           self->receiver_, reason));
+  return UCS_OK;
+}
+
+ucs_status_t BatchSender::Impl::on_credit(void* arg, const void* header, size_t header_length,
+                                          void*, size_t, const ucp_am_recv_param_t*) {
+  auto* self = static_cast<Impl*>(arg);
+  if (!self->welcomed_) {
+    self->fail(protocol_error("credit before welcome"));
+    return UCS_OK;
+  }
+  auto credit = wire::Credit::decode(bytes_of(header, header_length), self->welcome_.slot_count);
+  if (!credit.is_ok()) {
+    self->fail(credit.status().with_context("bad credit"));
+    return UCS_OK;
+  }
+  self->credits_.insert(self->credits_.end(), credit->slots.begin(), credit->slots.end());
+  self->attached_ = true;
+  return UCS_OK;
+}
+
+Status BatchSender::Impl::register_buffer(void* data, size_t bytes) {
+  STOKER_ASSIGN_OR_RETURN(auto region,
+                          ucx::MemoryRegion::map(context_, data, bytes, MemoryKind::kHost));
+  regions_.push_back(std::move(region));
+  return Status::ok();
+}
+
+ucp_mem_h BatchSender::Impl::memh_for(std::span<const std::byte> payload) const {
+  for (const auto& r : regions_) {
+    if (r->contains(payload.data(), payload.size())) return r->get();
+  }
+  return nullptr;
+}
+
+BatchSender::Impl::Op* BatchSender::Impl::acquire_op(Completion done) {
+  if (free_ops_.empty()) {
+    ops_.push_back(std::make_unique<Op>());
+    ops_.back()->impl = this;
+    free_ops_.push_back(ops_.back().get());
+  }
+  Op* op = free_ops_.back();
+  free_ops_.pop_back();
+  op->done = std::move(done);
+  ++in_flight_;
+  return op;
+}
+
+void BatchSender::Impl::complete(Op* op, ucs_status_t status, std::string_view what) {
+  Status st = status == UCS_OK ? Status::ok() : ucx::from_ucs(status, what);
+  if (status == UCS_ERR_REJECTED) {
+    st = protocol_error(fmt::format("receiver at {} rejected the batch (see its log)", receiver_));
+  }
+  ++completed_;
+  if (op->done) due_.emplace_back(std::move(op->done), std::move(st));
+  op->done = nullptr;
+  free_ops_.push_back(op);
+  --in_flight_;
+}
+
+void BatchSender::Impl::run_completions() {
+  if (running_completions_) return;
+  running_completions_ = true;
+  // Completions may be added while running (never by the callbacks themselves,
+  // which may not call the sender), so index rather than iterate.
+  for (size_t i = 0; i < due_.size(); ++i) due_[i].first(due_[i].second);
+  due_.clear();
+  running_completions_ = false;
+}
+
+void BatchSender::Impl::on_sent(void* request, ucs_status_t status, void* user_data) {
+  auto* op = static_cast<Op*>(user_data);
+  op->impl->complete(op, status, "sending a batch");
+  ucp_request_free(request);
+}
+
+void BatchSender::Impl::on_flushed(void* request, ucs_status_t status, void* user_data) {
+  auto* op = static_cast<Op*>(user_data);
+  if (request != nullptr) ucp_request_free(request);
+  Impl* self = op->impl;
+  if (status != UCS_OK) {
+    self->complete(op, status, "putting a batch");
+    return;
+  }
+  // The payload is in the slot: tell the receiver, then the send is complete.
+  // The notice goes on the control endpoint, never into the receiver's
+  // shared-memory FIFO: UCX's FIFO is shared by every sender, and one killed
+  // halfway through writing an element would block it for all of them.
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.cb.send = &Impl::on_sent;
+  param.user_data = op;
+  param.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
+  ucs_status_ptr_t req = ucp_am_send_nbx(self->ep_->get(),
+                                         static_cast<uint16_t>(wire::AmId::kBatchReady),
+                                         op->header.data(), op->header_bytes, nullptr, 0, &param);
+  if (req == nullptr || UCS_PTR_IS_ERR(req)) {
+    self->complete(op, UCS_PTR_STATUS(req), "sending a ready notice");
+  }
+}
+
+Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::byte> payload,
+                               Completion done, std::chrono::milliseconds timeout) {
+  if (closed_) return invalid_argument("post() on a closed sender");
+  if (!health_.is_ok()) return health_;
+  if (payload.size() != d.payload_bytes) {
+    return invalid_argument(fmt::format("payload of {} bytes, but the descriptor declares {}",
+                                        payload.size(), d.payload_bytes));
+  }
+  if (payload.size() > welcome_.slot_bytes) {
+    return invalid_argument(fmt::format("batch of {} bytes exceeds the receiver's {}-byte slots",
+                                        payload.size(), welcome_.slot_bytes));
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  STOKER_RETURN_IF_ERROR(progress_until([this] { return !credits_.empty(); }, deadline,
+                                        "waiting for a credit"));
+  const uint32_t slot = credits_.front();
+  Op* op = acquire_op(std::move(done));
+  const bool put = options_.mode == PushMode::kPut;
+  Result<size_t> encoded =
+      put ? wire::BatchReady{.slot = slot, .descriptor = d}.encode(op->header)
+          : d.encode(op->header);
+  if (!encoded.is_ok()) {
+    op->done = nullptr;
+    complete(op, UCS_OK, "");
+    return encoded.status();
+  }
+  op->header_bytes = *encoded;
+  if (op->header_bytes > worker_->max_am_header()) {
+    op->done = nullptr;
+    complete(op, UCS_OK, "");
+    return invalid_argument(fmt::format(
+        "descriptor of {} bytes exceeds UCX's {}-byte active-message header limit; send fewer "
+        "tensors per batch",
+        *encoded, worker_->max_am_header()));
+  }
+  credits_.pop_front();
+
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.user_data = op;
+  if (ucp_mem_h memh = memh_for(payload)) {
+    param.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
+    param.memh = memh;
+  }
+  ucs_status_ptr_t request;
+  if (!put) {
+    param.cb.send = &Impl::on_sent;
+    param.flags = UCP_AM_SEND_FLAG_REPLY;
+    // A device pool cannot take the receiver's CPU copy of an eager message.
+    if (welcome_.memory_kind == static_cast<uint8_t>(MemoryKind::kDevice)) {
+      param.flags |= UCP_AM_SEND_FLAG_RNDV;
+    }
+    request = ucp_am_send_nbx(data_ep_->get(), static_cast<uint16_t>(wire::AmId::kBatch),
+                              op->header.data(), op->header_bytes, payload.data(), payload.size(),
+                              &param);
+    if (request == nullptr || UCS_PTR_IS_ERR(request)) {
+      complete(op, UCS_PTR_STATUS(request), "sending a batch");
+    }
+  } else {
+    // Put, then flush; the flush callback sends the ready notice.
+    param.op_attr_mask &= ~uint32_t{UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA};
+    param.flags = 0;
+    const uint64_t remote = welcome_.pool_address + uint64_t{slot} * welcome_.slot_bytes;
+    request = ucp_put_nbx(data_ep_->get(), payload.data(), payload.size(), remote, pool_rkey_->get(),
+                          &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      complete(op, UCS_PTR_STATUS(request), "putting a batch");
+    } else {
+      if (request != nullptr) ucp_request_free(request);  // the flush reports completion
+      ucp_request_param_t fp{};
+      fp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+      fp.cb.send = &Impl::on_flushed;
+      fp.user_data = op;
+      ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep_->get(), &fp);
+      if (flush == nullptr) {
+        on_flushed(nullptr, UCS_OK, op);  // completed at once
+      } else if (UCS_PTR_IS_ERR(flush)) {
+        complete(op, UCS_PTR_STATUS(flush), "flushing a put");
+      }
+    }
+  }
+  run_completions();
+  return Status::ok();
+}
+
+void BatchSender::Impl::poll() {
+  worker_->progress();
+  run_completions();
+}
+
+Status BatchSender::Impl::wait_for_completion(std::chrono::milliseconds timeout) {
+  if (in_flight_ == 0) return invalid_argument("nothing is in flight");
+  const uint64_t before = completed_;
+  return progress_until([&] { return completed_ != before; },
+                        std::chrono::steady_clock::now() + timeout, "waiting for a completion");
+}
+
+Status BatchSender::Impl::flush(std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  Status st = progress_until([this] { return in_flight_ == 0; }, deadline,
+                             "waiting for sends to complete");
+  return st;
+}
+
+Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
+  if (closed_) return Status::ok();
+  closed_ = true;
+  Status st = Status::ok();
+  if (health_.is_ok() && data_ep_) {
+    // The goodbye travels after a flush, on the endpoint that carried the
+    // batches (or their ready notices), so the receiver sees it only once
+    // every batch has arrived.
+    st = flush(timeout);
+    if (st.is_ok()) {
+      ucp_request_param_t param{};
+      st = worker_->wait_for(ucp_ep_flush_nbx(data_ep_->get(), &param), timeout,
+                             "flushing the data endpoint");
+    }
+    if (st.is_ok()) {
+      ucx::Endpoint& last = options_.mode == PushMode::kPut ? *ep_ : *data_ep_;
+      st = ucx::send_control_am(last.get(), static_cast<uint16_t>(wire::AmId::kGoodbye), {});
+    }
+  }
+  pool_rkey_.reset();
+  data_ep_.reset();  // flushes the goodbye (bounded) and closes
+  ep_.reset();
+  run_completions();
+  return st;
+}
+
+BatchSender::BatchSender(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+BatchSender::~BatchSender() = default;
+
+Result<std::unique_ptr<BatchSender>> BatchSender::connect(SenderOptions options) {
+  STOKER_ASSIGN_OR_RETURN(auto impl, Impl::connect(std::move(options)));
+  return std::unique_ptr<BatchSender>(new BatchSender(std::move(impl)));
+}
+
+Status BatchSender::register_buffer(void* data, size_t bytes) {
+  return impl_->register_buffer(data, bytes);
+}
+Status BatchSender::post(const BatchDescriptor& d, std::span<const std::byte> payload,
+                         Completion on_complete, std::chrono::milliseconds timeout) {
+  return impl_->post(d, payload, std::move(on_complete), timeout);
+}
+void BatchSender::poll() { impl_->poll(); }
+Status BatchSender::wait_for_completion(std::chrono::milliseconds timeout) {
+  return impl_->wait_for_completion(timeout);
+}
+Status BatchSender::flush(std::chrono::milliseconds timeout) { return impl_->flush(timeout); }
+Status BatchSender::close(std::chrono::milliseconds timeout) { return impl_->close(timeout); }
+uint32_t BatchSender::credits() const { return impl_->credits(); }
+size_t BatchSender::in_flight() const { return impl_->in_flight(); }
+uint32_t BatchSender::sender_id() const { return impl_->sender_id(); }
+uint64_t BatchSender::slot_bytes() const { return impl_->slot_bytes(); }
+PushMode BatchSender::mode() const { return impl_->mode(); }
+const Status& BatchSender::health() const { return impl_->health(); }
+
+}  // namespace stoker

@@ -1,0 +1,45 @@
+// Host identity from the kernel's boot id and the network namespace inode;
+// UCX_TLS parsed the way UCX reads it (comma list, optional leading '^').
+#include "transport/host_identity.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string_view>
+
+namespace stoker {
+
+std::string host_identity() {
+  std::string boot_id;
+  std::ifstream("/proc/sys/kernel/random/boot_id") >> boot_id;
+  if (boot_id.empty()) {
+    char name[256] = {};
+    gethostname(name, sizeof name - 1);
+    boot_id = name;
+  }
+  struct stat ns {};
+  const auto netns = stat("/proc/self/ns/net", &ns) == 0 ? ns.st_ino : 0;
+  return boot_id + "/net:" + std::to_string(netns);
+}
+
+bool ucx_shared_memory_enabled() {
+  const char* env = std::getenv("UCX_TLS");
+  if (env == nullptr) return true;
+  std::string_view tls(env);
+  const bool exclude = tls.starts_with('^');
+  if (exclude) tls.remove_prefix(1);
+  bool listed = false;
+  std::stringstream list{std::string(tls)};
+  for (std::string item; std::getline(list, item, ',');) {
+    if (item == "all" || item == "sm" || item == "shm" || item == "posix" || item == "sysv" ||
+        item == "cma" || item == "knem" || item == "xpmem") {
+      listed = true;
+    }
+  }
+  return exclude ? !listed || tls.empty() : listed;
+}
+
+}  // namespace stoker

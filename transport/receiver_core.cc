@@ -1,0 +1,608 @@
+// BatchReceiver's progress thread, landing path and credit accounting.
+#include "transport/receiver_core.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "transport/data_plane_messages.h"
+#include "transport/host_identity.h"
+#include "transport/ucx/am_send.h"
+#include "transport/ucx/ucx_status.h"
+
+namespace stoker::detail {
+namespace {
+
+constexpr auto kIdleWait = std::chrono::milliseconds(100);
+// How long the progress thread keeps polling after the last event before it
+// sleeps on the wakeup fd: long enough to bridge the gaps of a busy stream,
+// short enough that an idle receiver costs nothing.
+constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+
+std::span<const std::byte> bytes_of(const void* p, size_t n) {
+  return {static_cast<const std::byte*>(p), n};
+}
+
+RejectReason reason_for(const Status& status) {
+  return status.code() == StatusCode::kVersionMismatch ? RejectReason::kUnsupportedVersion
+                                                       : RejectReason::kMalformedDescriptor;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions options) {
+  if (options.slot_count == 0 || options.slot_bytes == 0 || options.credits_per_sender == 0) {
+    return invalid_argument("receiver needs slot_count, slot_bytes and credits_per_sender > 0");
+  }
+  if (options.credits_per_sender > options.slot_count) {
+    return invalid_argument(fmt::format("credits_per_sender ({}) exceeds slot_count ({})",
+                                        options.credits_per_sender, options.slot_count));
+  }
+  if (!options.landing_memory) options.landing_memory = host_memory_resource();
+  std::shared_ptr<ReceiverCore> core(new ReceiverCore(std::move(options)));
+  STOKER_RETURN_IF_ERROR(core->init());
+  core->thread_ = std::thread([raw = core.get()] { raw->run(); });
+  return core;
+}
+
+Status ReceiverCore::init() {
+  STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
+  const MemoryKind kind = options_.landing_memory->kind();
+  if (kind == MemoryKind::kDevice && !context_->supports_cuda()) {
+    return unsupported(fmt::format(
+        "cannot land in device memory: {} was built without CUDA support. Land in pinned "
+        "memory and copy to the device (plan_landing() does this), or load a CUDA-enabled UCX",
+        ucx::Context::version_string()));
+  }
+  STOKER_ASSIGN_OR_RETURN(worker_, ucx::Worker::create(context_));
+  if (worker_->max_am_header() < 4 + kDescriptorHeaderBytes + kMaxTensors * kTensorEntryBytes) {
+    spdlog::warn("UCX allows {}-byte active-message headers: descriptors with many tensors "
+                 "will not fit", worker_->max_am_header());
+  }
+  const size_t pool_bytes = options_.slot_bytes * options_.slot_count;
+  STOKER_ASSIGN_OR_RETURN(pool_, options_.landing_memory->allocate(pool_bytes));
+  STOKER_ASSIGN_OR_RETURN(pool_region_,
+                          ucx::MemoryRegion::map(context_, pool_.data(), pool_bytes, kind));
+  STOKER_ASSIGN_OR_RETURN(pool_rkey_, pool_region_->pack_rkey());
+  STOKER_ASSIGN_OR_RETURN(worker_address_, worker_->address());
+
+  slots_.resize(options_.slot_count);
+  for (uint32_t i = 0; i < options_.slot_count; ++i) {
+    slots_[i].core = this;
+    slots_[i].index = i;
+    free_slots_.push_back(options_.slot_count - 1 - i);  // pop_back hands out slot 0 first
+  }
+  slots_free_ = options_.slot_count;
+
+  using wire::AmId;
+  for (auto [id, cb] : {std::pair{AmId::kHello, &ReceiverCore::on_hello},
+                        std::pair{AmId::kAttach, &ReceiverCore::on_attach},
+                        std::pair{AmId::kBatch, &ReceiverCore::on_batch},
+                        std::pair{AmId::kBatchReady, &ReceiverCore::on_ready},
+                        std::pair{AmId::kGoodbye, &ReceiverCore::on_goodbye}}) {
+    STOKER_RETURN_IF_ERROR(worker_->set_am_handler(static_cast<uint16_t>(id), cb, this));
+  }
+  STOKER_ASSIGN_OR_RETURN(auto listen_at, SocketAddress::parse(options_.listen_address));
+  STOKER_ASSIGN_OR_RETURN(listener_,
+                          ucx::Listener::create(*worker_, listen_at, [this](ucp_conn_request_h r) {
+                            accept(r);
+                          }));
+  port_ = listener_->address().port();
+  address_ = listener_->address().to_string();
+  return Status::ok();
+}
+
+ReceiverCore::~ReceiverCore() { stop(); }
+
+void ReceiverCore::stop() {
+  if (stopping_.exchange(true)) {
+    if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+    return;
+  }
+  if (worker_) worker_->signal();
+  if (thread_.joinable()) thread_.join();
+  ready_cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------
+// Progress thread
+// ---------------------------------------------------------------------------
+
+void ReceiverCore::run() {
+  auto last_event = std::chrono::steady_clock::now();
+  while (!stopping_.load(std::memory_order_acquire)) {
+    const unsigned events = worker_->progress();
+    settle_disconnects();
+    const bool released = drain_releases();
+    send_credits();
+    reap_retired();
+    const auto now = std::chrono::steady_clock::now();
+    if (events != 0 || released) {
+      last_event = now;
+      continue;
+    }
+    // While traffic flows, keep polling: sleeping costs a wakeup per event.
+    if (now - last_event < kSpinBeforeSleep) continue;
+    // Publish that we sleep, then look once more, so a release racing with
+    // us either is seen here or signals the worker (release()).
+    sleeping_.store(true);
+    bool pending;
+    {
+      std::lock_guard lock(release_mu_);
+      pending = !releases_.empty();
+    }
+    if (!pending && !stopping_.load()) {
+      if (Status st = worker_->wait(kIdleWait); !st.is_ok()) spdlog::error("{}", st.to_string());
+    }
+    sleeping_.store(false);
+  }
+  // Close every endpoint on this thread: UCX objects are single-threaded.
+  for (auto& sender : senders_) retired_.push_back(std::move(sender));
+  senders_.clear();
+  reap_retired();
+  listener_.reset();
+}
+
+void ReceiverCore::accept(ucp_conn_request_h request) {
+  auto sender = std::make_unique<Sender>();
+  sender->id = next_sender_id_++;
+  auto ep = ucx::Endpoint::accept(*worker_, request, [this, id = sender->id](ucs_status_t st) {
+    on_sender_error(id, st);
+  });
+  if (!ep.is_ok()) {
+    spdlog::warn("receiver: rejected a connection: {}", ep.status().to_string());
+    listener_->reject(request);
+    return;
+  }
+  sender->ep = std::move(ep).value();
+  sender->label = fmt::format("sender {} ({})", sender->id, sender->ep->peer());
+  spdlog::debug("receiver: {} connected", sender->label);
+  senders_.push_back(std::move(sender));
+}
+
+ReceiverCore::Sender* ReceiverCore::find_sender(const ucp_am_recv_param_t* param) {
+  if ((param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) return nullptr;
+  for (auto& s : senders_) {
+    if (s->data_ep == param->reply_ep || (s->ep && s->ep->get() == param->reply_ep)) {
+      return s.get();
+    }
+  }
+  return nullptr;
+}
+
+ReceiverCore::Sender* ReceiverCore::find_sender(uint32_t id) {
+  for (auto& s : senders_) {
+    if (s->id == id) return s.get();
+  }
+  return nullptr;
+}
+
+ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header_length,
+                                    void* /*data*/, size_t /*length*/,
+                                    const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<ReceiverCore*>(arg);
+  Sender* sender = self->find_sender(param);
+  if (sender == nullptr || sender->welcomed) {
+    self->reject(sender, RejectReason::kUnknownSender,
+                 protocol_error("hello from an unknown endpoint, or a second hello"));
+    return UCS_OK;
+  }
+  auto hello = wire::Hello::decode(bytes_of(header, header_length));
+  if (!hello.is_ok()) {
+    self->reject(sender, reason_for(hello.status()), hello.status());
+    const Status sent = ucx::send_control_am(
+        sender->ep->get(), static_cast<uint16_t>(wire::AmId::kRefuse),
+        wire::Refusal{.version = wire::kDataPlaneVersion, .reason = hello.status().message()}
+            .encode());
+    if (!sent.is_ok()) spdlog::debug("{}", sent.to_string());
+    sender->finished = true;  // not a failure of the peer: we sent it away
+    self->retire(*sender);
+    return UCS_OK;
+  }
+  if (!hello->name.empty()) sender->label += " " + hello->name;
+  sender->attach_token = self->token_source_();
+  wire::Welcome welcome;
+  welcome.sender_id = sender->id;
+  welcome.worker_address = self->worker_address_;
+  welcome.attach_token = sender->attach_token;
+  // An empty identity tells the sender not to count on shared memory.
+  welcome.host_identity = ucx_shared_memory_enabled() ? host_identity() : std::string();
+  welcome.memory_kind = static_cast<uint8_t>(self->pool_.kind());
+  welcome.slot_bytes = self->options_.slot_bytes;
+  welcome.slot_count = self->options_.slot_count;
+  welcome.pool_address = reinterpret_cast<uintptr_t>(self->pool_.data());
+  welcome.pool_rkey = self->pool_rkey_;
+  if (Status st = ucx::send_control_am(sender->ep->get(),
+                                       static_cast<uint16_t>(wire::AmId::kWelcome),
+                                       welcome.encode());
+      !st.is_ok()) {
+    spdlog::warn("receiver: welcoming {}: {}", sender->label, st.to_string());
+    return UCS_OK;
+  }
+  sender->welcomed = true;  // credits follow once its data endpoint attaches
+  return UCS_OK;
+}
+
+ucs_status_t ReceiverCore::on_attach(void* arg, const void* header, size_t header_length,
+                                     void* /*data*/, size_t /*length*/,
+                                     const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<ReceiverCore*>(arg);
+  auto attach = wire::Attach::decode(bytes_of(header, header_length));
+  if (!attach.is_ok() || (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) {
+    self->reject(nullptr, RejectReason::kUnknownSender,
+                 attach.is_ok() ? protocol_error("attach without a reply endpoint")
+                                : attach.status());
+    return UCS_OK;
+  }
+  Sender* sender = self->find_sender(attach->sender_id);
+  if (sender == nullptr || !sender->welcomed || sender->attached ||
+      sender->attach_token != attach->token) {
+    self->reject(sender, RejectReason::kUnknownSender,
+                 protocol_error(fmt::format("attach for sender {} with a wrong or stale token",
+                                            attach->sender_id)));
+    return UCS_OK;
+  }
+  sender->data_ep = param->reply_ep;
+  sender->mode = attach->mode;
+  sender->attached = true;
+  self->senders_connected_.fetch_add(1, std::memory_order_relaxed);
+  self->grant(*sender, self->options_.credits_per_sender);
+  sender->confirm_attach = true;  // even with no slot to spare, answer
+  self->emit(PeerEvent::Kind::kConnected, *sender);
+  return UCS_OK;
+}
+
+ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header_length,
+                                    void* data, size_t length, const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<ReceiverCore*>(arg);
+  const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  // For a rendezvous message an error status travels back to the sender's
+  // send request; an eager message can only be dropped.
+  const ucs_status_t refused = rndv ? UCS_ERR_REJECTED : UCS_OK;
+  Sender* sender = self->find_sender(param);
+  if (sender == nullptr || !sender->attached || sender->mode != PushMode::kActiveMessage) {
+    self->reject(nullptr, RejectReason::kUnknownSender,
+                 protocol_error("batch from an endpoint without an active-message handshake"));
+    return refused;
+  }
+  if (sender->granted.empty()) {
+    self->reject(sender, RejectReason::kNoCredit,
+                 protocol_error("batch sent without a credit"));
+    return refused;
+  }
+  auto descriptor = BatchDescriptor::decode(bytes_of(header, header_length));
+  Status bad;
+  RejectReason reason = RejectReason::kMalformedDescriptor;
+  if (!descriptor.is_ok()) {
+    bad = descriptor.status();
+    reason = reason_for(bad);
+  } else if (descriptor->payload_bytes != length) {
+    bad = protocol_error(fmt::format("descriptor declares {} payload bytes, {} arrived",
+                                     descriptor->payload_bytes, length));
+    reason = RejectReason::kPayloadMismatch;
+  } else if (length > self->options_.slot_bytes) {
+    bad = protocol_error(
+        fmt::format("{}-byte batch exceeds the {}-byte slot", length, self->options_.slot_bytes));
+    reason = RejectReason::kOversizedBatch;
+  }
+  const uint32_t slot = sender->granted.front();
+  sender->granted.pop_front();
+  if (!bad.is_ok()) {
+    self->reject(sender, reason, bad);
+    self->return_slot(slot);  // the sender spent a credit on it: give it back
+    return refused;
+  }
+  Slot& s = self->slots_[slot];
+  s.state = Slot::State::kLanding;
+  s.descriptor = std::move(descriptor).value();
+  std::byte* dst = self->pool_.data() + size_t{slot} * self->options_.slot_bytes;
+  if (!rndv) {
+    if (self->pool_.kind() == MemoryKind::kDevice) {
+      // Senders force rendezvous for device pools (the welcome says so); a CPU
+      // copy into GPU memory would crash.
+      self->reject(sender, RejectReason::kLandingFailed,
+                   protocol_error("eager batch for a device-memory pool"));
+      self->return_slot(slot);
+      return UCS_OK;
+    }
+    if (length != 0) std::memcpy(dst, data, length);
+    self->land(slot);
+    return UCS_OK;
+  }
+  ucp_request_param_t rp{};
+  rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                    UCP_OP_ATTR_FIELD_MEMH | UCP_OP_ATTR_FIELD_MEMORY_TYPE;
+  rp.cb.recv_am = &ReceiverCore::on_landed;
+  rp.user_data = &s;
+  rp.memh = self->pool_region_->get();
+  rp.memory_type = self->pool_region_->memory_type();
+  ucs_status_ptr_t request = ucp_am_recv_data_nbx(self->worker_->get(), data, dst, length, &rp);
+  if (request == nullptr) {
+    self->land(slot);
+  } else if (UCS_PTR_IS_ERR(request)) {
+    self->reject(sender, RejectReason::kLandingFailed,
+                 ucx::from_ucs(UCS_PTR_STATUS(request), "ucp_am_recv_data_nbx"));
+    self->return_slot(slot);
+  }
+  return UCS_OK;
+}
+
+void ReceiverCore::on_landed(void* request, ucs_status_t status, size_t /*length*/,
+                             void* user_data) {
+  auto& slot = *static_cast<Slot*>(user_data);
+  ReceiverCore* self = slot.core;
+  ucp_request_free(request);
+  if (status == UCS_OK) {
+    self->land(slot.index);
+    return;
+  }
+  self->reject(self->find_sender(slot.sender), RejectReason::kLandingFailed,
+               ucx::from_ucs(status, "receiving a batch"));
+  self->return_slot(slot.index);
+}
+
+ucs_status_t ReceiverCore::on_ready(void* arg, const void* header, size_t header_length,
+                                    void* /*data*/, size_t /*length*/,
+                                    const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<ReceiverCore*>(arg);
+  Sender* sender = self->find_sender(param);
+  if (sender == nullptr || !sender->attached || sender->mode != PushMode::kPut) {
+    self->reject(nullptr, RejectReason::kUnknownSender,
+                 protocol_error("ready notice from an endpoint without a put-mode handshake"));
+    return UCS_OK;
+  }
+  auto ready = wire::BatchReady::decode(bytes_of(header, header_length));
+  if (!ready.is_ok()) {
+    // Without a valid message we cannot tell which slot it meant: the slot
+    // stays granted and is recovered when the sender leaves.
+    self->reject(sender, reason_for(ready.status()), ready.status());
+    return UCS_OK;
+  }
+  auto it = std::find(sender->granted.begin(), sender->granted.end(), ready->slot);
+  if (it == sender->granted.end()) {
+    self->reject(sender, RejectReason::kNoCredit,
+                 protocol_error(fmt::format("ready for slot {}, which was not granted to it",
+                                            ready->slot)));
+    return UCS_OK;
+  }
+  sender->granted.erase(it);
+  if (ready->descriptor.payload_bytes > self->options_.slot_bytes) {
+    self->reject(sender, RejectReason::kOversizedBatch,
+                 protocol_error(fmt::format("{}-byte batch exceeds the {}-byte slot",
+                                            ready->descriptor.payload_bytes,
+                                            self->options_.slot_bytes)));
+    self->return_slot(ready->slot);
+    return UCS_OK;
+  }
+  Slot& s = self->slots_[ready->slot];
+  s.state = Slot::State::kLanding;
+  s.descriptor = ready->descriptor;
+  self->land(ready->slot);
+  return UCS_OK;
+}
+
+ucs_status_t ReceiverCore::on_goodbye(void* arg, const void* /*header*/, size_t /*header_length*/,
+                                      void* /*data*/, size_t /*length*/,
+                                      const ucp_am_recv_param_t* param) {
+  auto* self = static_cast<ReceiverCore*>(arg);
+  Sender* sender = self->find_sender(param);
+  if (sender == nullptr || sender->finished) return UCS_OK;
+  sender->finished = true;
+  self->senders_finished_.fetch_add(1, std::memory_order_relaxed);
+  self->emit(PeerEvent::Kind::kFinished, *sender);
+  spdlog::debug("receiver: {} finished", sender->label);
+  // Its endpoint stays open until the sender closes it; its unused credits
+  // go to others now.
+  while (!sender->granted.empty()) {
+    const uint32_t slot = sender->granted.front();
+    sender->granted.pop_front();
+    self->free_slot(slot);
+  }
+  sender->credits_to_send.clear();
+  sender->deficit = 0;
+  return UCS_OK;
+}
+
+void ReceiverCore::on_sender_error(uint32_t sender_id, ucs_status_t status) {
+  // A clean goodbye travels on the data endpoint, the disconnect on the
+  // control endpoint, and UCX may report the second first. Decide once the
+  // worker has nothing more to deliver (settle_disconnects).
+  disconnects_.emplace_back(sender_id, status);
+}
+
+void ReceiverCore::settle_disconnects() {
+  for (auto [sender_id, status] : std::exchange(disconnects_, {})) {
+    Sender* sender = find_sender(sender_id);
+    if (sender == nullptr) continue;
+    if (!sender->finished) {
+      sender->failed = true;
+      senders_failed_.fetch_add(1, std::memory_order_relaxed);
+      const Status why = ucx::from_ucs(status, fmt::format("{} failed", sender->label));
+      spdlog::warn("receiver: {}; returning its {} granted slots", why.message(),
+                   sender->granted.size());
+      emit(PeerEvent::Kind::kFailed, *sender, why);
+    }
+    retire(*sender);
+  }
+}
+
+void ReceiverCore::retire(Sender& sender) {
+  while (!sender.granted.empty()) {
+    const uint32_t slot = sender.granted.front();
+    sender.granted.pop_front();
+    free_slot(slot);
+  }
+  sender.credits_to_send.clear();
+  sender.deficit = 0;
+  auto it = std::find_if(senders_.begin(), senders_.end(),
+                         [&](const auto& s) { return s.get() == &sender; });
+  if (it != senders_.end()) {
+    retired_.push_back(std::move(*it));
+    senders_.erase(it);
+  }
+}
+
+void ReceiverCore::reap_retired() {
+  // Endpoint destructors close (and so progress) the worker: never inside a
+  // UCX callback, hence here. Callbacks they trigger may retire more
+  // senders, so take the list before destroying it.
+  while (!retired_.empty()) {
+    auto closing = std::move(retired_);
+    retired_.clear();
+    closing.clear();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Slots and credits
+// ---------------------------------------------------------------------------
+
+void ReceiverCore::grant(Sender& sender, uint32_t count) {
+  while (count > 0 && !free_slots_.empty()) {
+    const uint32_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    slots_[slot].state = Slot::State::kGranted;
+    slots_[slot].sender = sender.id;
+    sender.granted.push_back(slot);
+    sender.credits_to_send.push_back(slot);
+    --count;
+  }
+  sender.deficit += count;
+  slots_free_.store(static_cast<uint32_t>(free_slots_.size()), std::memory_order_relaxed);
+}
+
+void ReceiverCore::return_slot(uint32_t slot) {
+  Sender* owner = find_sender(slots_[slot].sender);
+  if (owner != nullptr && owner->attached && !owner->finished && !owner->failed) {
+    slots_[slot].state = Slot::State::kGranted;
+    owner->granted.push_back(slot);
+    owner->credits_to_send.push_back(slot);
+    return;
+  }
+  free_slot(slot);
+}
+
+void ReceiverCore::free_slot(uint32_t slot) {
+  slots_[slot].state = Slot::State::kFree;
+  free_slots_.push_back(slot);
+  for (auto& s : senders_) {
+    if (s->deficit > 0 && !s->finished && !s->failed) {
+      --s->deficit;
+      grant(*s, 1);
+      return;
+    }
+  }
+  slots_free_.store(static_cast<uint32_t>(free_slots_.size()), std::memory_order_relaxed);
+}
+
+void ReceiverCore::reject(Sender* sender, RejectReason reason, const Status& why) {
+  const uint64_t n = rejected_[static_cast<size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
+  // Log the first few of each kind, then every 1000th: a flood of bad input
+  // must not become a flood of log lines.
+  if (n < 10 || n % 1000 == 0) {
+    spdlog::warn("receiver: rejected a message from {} ({}, #{}): {}",
+                 sender ? sender->label : "an unknown peer", reject_reason_name(reason), n + 1,
+                 why.message());
+  }
+}
+
+void ReceiverCore::land(uint32_t slot) {
+  Slot& s = slots_[slot];
+  s.state = Slot::State::kLanded;
+  batches_landed_.fetch_add(1, std::memory_order_relaxed);
+  bytes_landed_.fetch_add(s.descriptor.payload_bytes, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(ready_mu_);
+    ready_.push_back(Ready{slot, s.sender, s.descriptor});
+  }
+  ready_cv_.notify_one();
+}
+
+bool ReceiverCore::drain_releases() {
+  std::vector<uint32_t> released;
+  {
+    std::lock_guard lock(release_mu_);
+    if (releases_.empty()) return false;
+    released.swap(releases_);
+  }
+  for (uint32_t slot : released) return_slot(slot);
+  return true;
+}
+
+void ReceiverCore::send_credits() {
+  for (auto& s : senders_) {
+    if (s->credits_to_send.empty() && !s->confirm_attach) continue;
+    s->confirm_attach = false;
+    const auto& slots = s->credits_to_send;
+    for (size_t first = 0; first == 0 || first < slots.size();
+         first += wire::kMaxCreditsPerMessage) {
+      const size_t n = std::min(wire::kMaxCreditsPerMessage, slots.size() - first);
+      wire::Credit credit{{slots.begin() + static_cast<std::ptrdiff_t>(first),
+                           slots.begin() + static_cast<std::ptrdiff_t>(first + n)}};
+      if (Status st = ucx::send_control_am(
+              s->ep->get(), static_cast<uint16_t>(wire::AmId::kCredit), credit.encode());
+          !st.is_ok()) {
+        // The control endpoint is failing; its error handler retires the sender.
+        spdlog::debug("receiver: credit to {}: {}", s->label, st.to_string());
+      }
+    }
+    s->credits_to_send.clear();
+  }
+}
+
+void ReceiverCore::emit(PeerEvent::Kind kind, const Sender& sender, Status status) {
+  if (options_.on_peer_event) {
+    options_.on_peer_event(PeerEvent{kind, sender.id, sender.label, std::move(status)});
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Consumer side
+// ---------------------------------------------------------------------------
+
+Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(ready_mu_);
+  if (!ready_cv_.wait_for(lock, timeout, [&] { return !ready_.empty() || stopping_.load(); })) {
+    return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
+  }
+  if (ready_.empty()) return cancelled("the receiver is stopping");
+  Ready r = std::move(ready_.front());
+  ready_.pop_front();
+  lock.unlock();
+
+  LandedBatch batch;
+  batch.core_ = shared_from_this();
+  batch.slot_ = r.slot;
+  batch.sender_id_ = r.sender;
+  batch.memory_kind_ = pool_.kind();
+  batch.payload_ = {pool_.data() + size_t{r.slot} * options_.slot_bytes,
+                    static_cast<size_t>(r.descriptor.payload_bytes)};
+  batch.descriptor_ = r.descriptor;
+  return batch;
+}
+
+void ReceiverCore::release(uint32_t slot) {
+  {
+    std::lock_guard lock(release_mu_);
+    releases_.push_back(slot);
+  }
+  if (sleeping_.load()) worker_->signal();
+}
+
+ReceiverStats ReceiverCore::stats() const {
+  ReceiverStats s;
+  s.batches_landed = batches_landed_.load(std::memory_order_relaxed);
+  s.bytes_landed = bytes_landed_.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < kRejectReasonCount; ++i) {
+    s.rejected[i] = rejected_[i].load(std::memory_order_relaxed);
+  }
+  s.senders_connected = senders_connected_.load(std::memory_order_relaxed);
+  s.senders_finished = senders_finished_.load(std::memory_order_relaxed);
+  s.senders_failed = senders_failed_.load(std::memory_order_relaxed);
+  s.slots_free = slots_free_.load(std::memory_order_relaxed);
+  return s;
+}
+
+}  // namespace stoker::detail

@@ -1,0 +1,70 @@
+// UCX context creation and capability query.
+#include "transport/ucx/context.h"
+
+#include <fmt/format.h>
+
+#include "stoker/landing.h"
+#include "transport/ucx/ucx_status.h"
+
+namespace stoker::ucx {
+
+Status from_ucs(ucs_status_t status, std::string_view what) {
+  if (status == UCS_OK) return Status::ok();
+  std::string message = fmt::format("{}: {}", what, ucs_status_string(status));
+  switch (status) {
+    case UCS_ERR_CONNECTION_RESET:
+    case UCS_ERR_UNREACHABLE:
+    case UCS_ERR_ENDPOINT_TIMEOUT:
+    case UCS_ERR_REJECTED:
+    case UCS_ERR_NOT_CONNECTED:
+    case UCS_ERR_IO_ERROR:
+      return unavailable(std::move(message));
+    case UCS_ERR_CANCELED: return cancelled(std::move(message));
+    case UCS_ERR_TIMED_OUT: return timed_out(std::move(message));
+    case UCS_ERR_NO_MEMORY:
+    case UCS_ERR_NO_RESOURCE:
+    case UCS_ERR_EXCEEDS_LIMIT: return resource_exhausted(std::move(message));
+    case UCS_ERR_UNSUPPORTED:
+    case UCS_ERR_NO_DEVICE: return unsupported(std::move(message));
+    case UCS_ERR_INVALID_PARAM:
+    case UCS_ERR_INVALID_ADDR: return invalid_argument(std::move(message));
+    default: return io_error(std::move(message));
+  }
+}
+
+Result<std::shared_ptr<Context>> Context::create() {
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  // Workers of one context may live on different threads (a receiver and a
+  // sender in one process); each worker itself is used by one thread.
+  params.mt_workers_shared = 1;
+  ucp_context_h handle = nullptr;
+  STOKER_RETURN_IF_ERROR(from_ucs(ucp_init(&params, nullptr, &handle), "ucp_init"));
+  auto ctx = std::make_shared<Context>();
+  ctx->context_.reset(handle);
+
+  ucp_context_attr_t attr{};
+  attr.field_mask = UCP_ATTR_FIELD_MEMORY_TYPES;
+  STOKER_RETURN_IF_ERROR(from_ucs(ucp_context_query(handle, &attr), "ucp_context_query"));
+  ctx->memory_types_ = attr.memory_types;
+  return ctx;
+}
+
+std::string Context::version_string() {
+  unsigned major = 0, minor = 0, release = 0;
+  ucp_get_version(&major, &minor, &release);
+  return fmt::format("UCX {}.{}.{}", major, minor, release);
+}
+
+}  // namespace stoker::ucx
+
+namespace stoker {
+
+Result<TransportInfo> query_transport() {
+  STOKER_ASSIGN_OR_RETURN(auto context, ucx::Context::create());
+  return TransportInfo{.ucx_version = ucx::Context::version_string(),
+                       .cuda_memory = context->supports_cuda()};
+}
+
+}  // namespace stoker

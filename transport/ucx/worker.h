@@ -1,0 +1,57 @@
+// RAII owner of a ucp_worker. Progress is event-driven: wait() arms the worker
+// and sleeps on its wakeup fd, so an idle worker burns no CPU. A Worker is
+// driven by one thread; only signal() may be called from others.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "stoker/result.h"
+#include "transport/ucx/context.h"
+
+namespace stoker::ucx {
+
+class Worker {
+ public:
+  static Result<std::unique_ptr<Worker>> create(std::shared_ptr<Context> context);
+
+  ucp_worker_h get() const { return worker_.get(); }
+  const Context& context() const { return *context_; }
+  size_t max_am_header() const { return max_am_header_; }
+
+  // Runs ucp_worker_progress until it reports nothing more to do; returns the
+  // number of events processed.
+  unsigned progress();
+
+  // Sleeps until UCX has events, signal() is called, or `timeout` passes.
+  // Returns immediately if events are already pending.
+  Status wait(std::chrono::milliseconds timeout);
+
+  // Wakes the thread blocked in wait(). Safe from any thread.
+  void signal();
+
+  Status set_am_handler(uint16_t id, ucp_am_recv_callback_t callback, void* arg);
+
+  // This worker's address, which a peer passes to Endpoint::connect_to_worker.
+  Result<std::vector<std::byte>> address() const;
+
+  // Progresses until `request` (from a *_nbx call) completes or `timeout`
+  // passes, then releases it. A timed-out request is cancelled.
+  Status wait_for(ucs_status_ptr_t request, std::chrono::milliseconds timeout,
+                  std::string_view what);
+
+ private:
+  struct Deleter {
+    void operator()(ucp_worker_h w) const { ucp_worker_destroy(w); }
+  };
+  std::shared_ptr<Context> context_;  // outlives the worker
+  std::unique_ptr<std::remove_pointer_t<ucp_worker_h>, Deleter> worker_;
+  int event_fd_ = -1;  // owned by UCX
+  size_t max_am_header_ = 0;
+};
+
+}  // namespace stoker::ucx

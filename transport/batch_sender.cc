@@ -45,7 +45,15 @@ class BatchSender::Impl {
   };
 
   static Result<std::unique_ptr<Impl>> connect(SenderOptions options);
-  ~Impl() { (void)close(std::chrono::milliseconds(1000)); }
+  ~Impl() {
+    (void)close(std::chrono::milliseconds(1000));
+    // Destroying the worker purges requests still in flight (a dead receiver
+    // leaves some), and their callbacks touch this object: destroy it while
+    // every member is alive. Their completions are dropped, not run: the
+    // caller's state may be gone.
+    worker_.reset();
+    due_.clear();
+  }
 
   Status register_buffer(void* data, size_t bytes);
   Status post(const BatchDescriptor& d, std::span<const std::byte> payload, Completion done,

@@ -94,7 +94,12 @@ Status ReceiverCore::init() {
   return Status::ok();
 }
 
-ReceiverCore::~ReceiverCore() { stop(); }
+ReceiverCore::~ReceiverCore() {
+  stop();
+  // Destroying the worker purges receives still in flight, whose callbacks
+  // use the slot tables: destroy it while they are alive.
+  worker_.reset();
+}
 
 void ReceiverCore::stop() {
   if (stopping_.exchange(true)) {
@@ -406,8 +411,8 @@ ucs_status_t ReceiverCore::on_goodbye(void* arg, const void* /*header*/, size_t 
 }
 
 void ReceiverCore::on_sender_error(uint32_t sender_id, ucs_status_t status) {
-  // A clean goodbye travels on the data endpoint, the disconnect on the
-  // control endpoint, and UCX may report the second first. Decide once the
+  // In active-message mode a clean goodbye travels on the data endpoint and
+  // the disconnect on the control endpoint, and UCX may report the second first. Decide once the
   // worker has nothing more to deliver (settle_disconnects).
   disconnects_.emplace_back(sender_id, status);
 }

@@ -166,6 +166,11 @@ TEST_P(BatchTransfer, ManySendersShareOnePool) {
     EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
   }
   for (auto& t : threads) t.join();
+  // Releases and goodbyes reach the progress thread asynchronously.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (receiver->stats().slots_free != 12u && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
   const ReceiverStats stats = receiver->stats();
   EXPECT_EQ(stats.senders_finished, static_cast<uint64_t>(kSenders));
   EXPECT_EQ(stats.slots_free, 12u) << "every slot returns once senders are gone";

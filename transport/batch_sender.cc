@@ -142,12 +142,11 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
                                               "waiting for the receiver's welcome"));
   // A sockaddr endpoint may only use the transports UCX's connection manager
   // allows (TCP in UCX 1.13); a second endpoint by worker address can use all
-  // of them, shared memory and RDMA included. Batches travel on that one.
-  // Shared memory cannot report a dead peer in UCX 1.13, so peer-failure
-  // handling (which would rule it out) is dropped only where shared memory
-  // will be used; there the control endpoint detects failures and a dead
-  // peer's shared-memory transfers fail at once. Everywhere else a transfer
-  // from a dead peer would wait forever without it.
+  // of them, shared memory and RDMA included, and several rails at once.
+  // Batches travel on that one. It has no peer-failure handling: in UCX 1.13
+  // asking for it rules out shared memory and multi-rail TCP (it halves TCP
+  // bandwidth on loopback). The control endpoint, which has it, tells both
+  // sides when the other dies.
   const bool shared_memory = !impl->welcome_.host_identity.empty() &&
                              impl->welcome_.host_identity == host_identity() &&
                              ucx_shared_memory_enabled();
@@ -155,11 +154,9 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
     impl->options_.mode = shared_memory ? PushMode::kPut : PushMode::kActiveMessage;
   }
   STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
-                          ucx::Endpoint::connect_to_worker(
-                              *impl->worker_, impl->welcome_.worker_address, impl->receiver_,
-                              /*peer_errors=*/!shared_memory, [raw](ucs_status_t st) {
-                                raw->fail(ucx::from_ucs(st, "data connection lost"));
-                              }));
+                          ucx::Endpoint::connect_to_worker(*impl->worker_,
+                                                           impl->welcome_.worker_address,
+                                                           impl->receiver_));
   STOKER_RETURN_IF_ERROR(ucx::send_control_am(
       impl->data_ep_->get(), static_cast<uint16_t>(AmId::kAttach),
       wire::Attach{.sender_id = impl->welcome_.sender_id,

@@ -326,7 +326,9 @@ ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header
   ucs_status_ptr_t request = ucp_am_recv_data_nbx(self->worker_->get(), data, dst, length, &rp);
   if (request == nullptr) {
     self->land(slot);
-  } else if (UCS_PTR_IS_ERR(request)) {
+  } else if (!UCS_PTR_IS_ERR(request)) {
+    s.request = request;
+  } else {
     self->reject(sender, RejectReason::kLandingFailed,
                  ucx::from_ucs(UCS_PTR_STATUS(request), "ucp_am_recv_data_nbx"));
     self->return_slot(slot);
@@ -339,6 +341,8 @@ void ReceiverCore::on_landed(void* request, ucs_status_t status, size_t /*length
   auto& slot = *static_cast<Slot*>(user_data);
   ReceiverCore* self = slot.core;
   ucp_request_free(request);
+  if (slot.request != request) return;  // the slot was taken back from a dead sender
+  slot.request = nullptr;
   if (status == UCS_OK) {
     self->land(slot.index);
     return;
@@ -429,7 +433,27 @@ void ReceiverCore::settle_disconnects() {
                    sender->granted.size());
       emit(PeerEvent::Kind::kFailed, *sender, why);
     }
+    reclaim_landing_slots(sender_id);
     retire(*sender);
+  }
+}
+
+void ReceiverCore::reclaim_landing_slots(uint32_t sender_id) {
+  // The data endpoint has no failure detection of its own, so a rendezvous
+  // receive from a dead sender may never complete. Its data cannot arrive any
+  // more: take the slot back now and ignore the request if it ever finishes.
+  size_t reclaimed = 0;
+  for (Slot& slot : slots_) {
+    if (slot.state == Slot::State::kLanding && slot.sender == sender_id && slot.request) {
+      void* request = std::exchange(slot.request, nullptr);
+      free_slot(slot.index);
+      ucp_request_cancel(worker_->get(), request);  // on_landed will ignore it
+      ++reclaimed;
+    }
+  }
+  if (reclaimed != 0) {
+    spdlog::warn("receiver: took back {} slots with transfers in flight from sender {}", reclaimed,
+                 sender_id);
   }
 }
 
@@ -518,11 +542,13 @@ void ReceiverCore::land(uint32_t slot) {
   s.state = Slot::State::kLanded;
   batches_landed_.fetch_add(1, std::memory_order_relaxed);
   bytes_landed_.fetch_add(s.descriptor.payload_bytes, std::memory_order_relaxed);
+  bool wake;
   {
     std::lock_guard lock(ready_mu_);
     ready_.push_back(Ready{slot, s.sender, s.descriptor});
+    wake = waiting_consumers_ > 0;
   }
-  ready_cv_.notify_one();
+  if (wake) ready_cv_.notify_one();  // a futex call only when someone sleeps
 }
 
 bool ReceiverCore::drain_releases() {
@@ -569,9 +595,11 @@ void ReceiverCore::emit(PeerEvent::Kind kind, const Sender& sender, Status statu
 
 Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
   std::unique_lock lock(ready_mu_);
-  if (!ready_cv_.wait_for(lock, timeout, [&] { return !ready_.empty() || stopping_.load(); })) {
-    return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
-  }
+  ++waiting_consumers_;
+  const bool ready = ready_cv_.wait_for(lock, timeout,
+                                        [&] { return !ready_.empty() || stopping_.load(); });
+  --waiting_consumers_;
+  if (!ready) return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
   if (ready_.empty()) return cancelled("the receiver is stopping");
   Ready r = std::move(ready_.front());
   ready_.pop_front();

@@ -50,6 +50,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     BatchDescriptor descriptor;
     ReceiverCore* core = nullptr;  // user_data of the landing request
     uint32_t index = 0;
+    void* request = nullptr;  // the rendezvous receive in flight, while kLanding
   };
   struct Sender {
     uint32_t id = 0;
@@ -92,6 +93,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   void accept(ucp_conn_request_h request);
   void on_sender_error(uint32_t sender_id, ucs_status_t status);
   void settle_disconnects();
+  void reclaim_landing_slots(uint32_t sender_id);
 
   // Slot and credit bookkeeping (progress thread).
   Sender* find_sender(const ucp_am_recv_param_t* param);  // by the reply endpoint
@@ -131,6 +133,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   mutable std::mutex ready_mu_;
   std::condition_variable ready_cv_;
   std::deque<Ready> ready_;
+  int waiting_consumers_ = 0;  // in next(), under ready_mu_
   std::mutex release_mu_;
   std::vector<uint32_t> releases_;
   std::atomic<bool> sleeping_{false};

@@ -61,8 +61,7 @@ class RawPeer {
   void handshake(bool attach = true) {
     send_control(wire::AmId::kHello, wire::Hello{.name = "raw"}.encode());
     ASSERT_TRUE(progress_until([&] { return welcome_.has_value(); })) << "no welcome";
-    data_ = ucx::Endpoint::connect_to_worker(*worker_, welcome_->worker_address, "receiver",
-                                             true, nullptr).value();
+    data_ = ucx::Endpoint::connect_to_worker(*worker_, welcome_->worker_address, "receiver").value();
     if (!attach) return;
     EXPECT_TRUE(ucx::send_control_am(
                     data_->get(), static_cast<uint16_t>(wire::AmId::kAttach),

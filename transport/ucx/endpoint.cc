@@ -39,13 +39,12 @@ Result<std::unique_ptr<Endpoint>> Endpoint::connect(Worker& worker, const Socket
 
 Result<std::unique_ptr<Endpoint>> Endpoint::connect_to_worker(Worker& worker,
                                                               std::span<const std::byte> address,
-                                                              std::string peer, bool peer_errors,
-                                                              ErrorHandler on_error) {
-  std::unique_ptr<Endpoint> ep(new Endpoint(worker, std::move(peer), std::move(on_error)));
+                                                              std::string peer) {
+  std::unique_ptr<Endpoint> ep(new Endpoint(worker, std::move(peer), nullptr));
   ucp_ep_params_t params{};
   params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
   params.address = reinterpret_cast<const ucp_address_t*>(address.data());
-  return create(std::move(ep), params, peer_errors);
+  return create(std::move(ep), params, /*peer_errors=*/false);
 }
 
 Result<std::unique_ptr<Endpoint>> Endpoint::accept(Worker& worker, ucp_conn_request_h request,

@@ -25,14 +25,13 @@ class Endpoint {
   static Result<std::unique_ptr<Endpoint>> connect(Worker& worker, const SocketAddress& address,
                                                    ErrorHandler on_error);
   // Connects straight to a worker address (from Worker::address()). Unlike a
-  // sockaddr connection, this may use every transport both sides share.
-  // Without `peer_errors` UCX may pick transports that cannot detect a dead
-  // peer (shared memory, in UCX 1.13): pair such an endpoint with a sockaddr
-  // endpoint to the same peer for liveness.
+  // sockaddr connection, this may use every transport both sides share. It
+  // has no peer-failure handling (which in UCX 1.13 would rule out shared
+  // memory and multi-rail): pair it with a sockaddr endpoint to the same peer
+  // for liveness.
   static Result<std::unique_ptr<Endpoint>> connect_to_worker(Worker& worker,
                                                              std::span<const std::byte> address,
-                                                             std::string peer, bool peer_errors,
-                                                             ErrorHandler on_error);
+                                                             std::string peer);
   static Result<std::unique_ptr<Endpoint>> accept(Worker& worker, ucp_conn_request_h request,
                                                   ErrorHandler on_error);
   Endpoint(const Endpoint&) = delete;

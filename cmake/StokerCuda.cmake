@@ -20,6 +20,8 @@ if(NOT STOKER_CUDA STREQUAL "OFF")
     set(CMAKE_CUDA_STANDARD 20)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
+    # NCCL is for tensor-parallel fan-out (gpu/, a later issue); report it now.
+    find_package(NCCL)
     set(STOKER_HAVE_CUDA ON)
   elseif(STOKER_CUDA STREQUAL "ON")
     message(FATAL_ERROR "STOKER_CUDA=ON but no CUDA compiler was found "

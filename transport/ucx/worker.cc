@@ -32,11 +32,7 @@ Result<std::unique_ptr<Worker>> Worker::create(std::shared_ptr<Context> context)
   return worker;
 }
 
-unsigned Worker::progress() {
-  unsigned total = 0;
-  while (unsigned n = ucp_worker_progress(worker_.get())) total += n;
-  return total;
-}
+unsigned Worker::progress() { return ucp_worker_progress(worker_.get()); }
 
 Status Worker::wait(std::chrono::milliseconds timeout) {
   const ucs_status_t armed = ucp_worker_arm(worker_.get());

@@ -23,8 +23,9 @@ class Worker {
   const Context& context() const { return *context_; }
   size_t max_am_header() const { return max_am_header_; }
 
-  // Runs ucp_worker_progress until it reports nothing more to do; returns the
-  // number of events processed.
+  // One ucp_worker_progress; returns the number of events processed. Callers
+  // loop; one call per turn keeps the per-call cost (an epoll_wait on TCP)
+  // off the hot path.
   unsigned progress();
 
   // Sleeps until UCX has events, signal() is called, or `timeout` passes.

@@ -8,17 +8,21 @@
 # (stoker with n sender processes against ucx_perftest's single stream).
 # stoker's figure is the server's: a batch counts once it has fully landed in
 # a slot and the consumer has taken it. Each point is the median of --reps
-# alternating runs. MB/s are ucx_perftest's (2^20 bytes per second).
+# alternating runs. MB/s are ucx_perftest's (2^20 bytes per second). Each
+# sender gets --credits landing slots (a window of 64 by default; ucx_perftest
+# keeps up to 127 active messages in flight).
 #
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
-#                       [--iterations N] [--reps N] [--fanin N] [--fanin-size BYTES]
+#                       [--iterations N] [--reps N] [--credits N] [--fanin N]
+#                       [--fanin-size BYTES]
 set -euo pipefail
 
-stoker_perf=${STOKER_PERF:-build/perf/stoker-perf}
+stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
 tls_list="tcp sm"
 sizes="65536 1048576 4194304"
 iterations=3000
 reps=3
+credits=64
 fanin=4
 fanin_size=1048576
 port=$((20000 + RANDOM % 20000))
@@ -30,6 +34,7 @@ while [[ $# -gt 0 ]]; do
     --sizes) sizes=$2; shift 2 ;;
     --iterations) iterations=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
+    --credits) credits=$2; shift 2 ;;
     --fanin) fanin=$2; shift 2 ;;
     --fanin-size) fanin_size=$2; shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
@@ -66,14 +71,14 @@ run_stoker() {  # tls size senders
   tls=$(stoker_tls "$1")
   rm -f "$portfile"
   UCX_TLS=$tls "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" \
-    --senders "$senders" --slot-bytes "$size" --slots $((16 * senders)) --credits 16 \
+    --senders "$senders" --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
     >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
   local clients=()
   for s in $(seq "$senders"); do
     UCX_TLS=$tls timeout 120 "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" \
-      --size "$size" --iterations "$iterations" --warmup 200 --name "perf-$s" \
+      --size "$size" --iterations "$iterations" --warmup 200 --buffers "$credits" --name "perf-$s" \
       >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done

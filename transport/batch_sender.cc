@@ -89,6 +89,8 @@ class BatchSender::Impl {
                                 size_t length, const ucp_am_recv_param_t* param);
   static void on_sent(void* request, ucs_status_t status, void* user_data);
   static void on_flushed(void* request, ucs_status_t status, void* user_data);
+  void queue_ready_notice(const Op* op);
+  void send_ready_notices();
 
   SenderOptions options_;
   std::string receiver_;
@@ -109,6 +111,8 @@ class BatchSender::Impl {
   wire::Welcome welcome_;
   Status health_;
   std::deque<uint32_t> credits_;
+  std::vector<std::byte> ready_notices_;  // put mode: u16 count, then BatchReady entries
+  uint16_t ready_count_ = 0;
   size_t in_flight_ = 0;
   uint64_t completed_ = 0;  // ops ever completed
   std::vector<std::pair<Completion, Status>> due_;
@@ -183,6 +187,7 @@ Status BatchSender::Impl::progress_until(Done done, std::chrono::steady_clock::t
   if (health_.is_ok() && done()) return Status::ok();
   while (true) {
     const unsigned events = worker_->progress();
+    send_ready_notices();
     run_completions();
     if (!health_.is_ok()) return health_;
     if (done()) return Status::ok();
@@ -309,22 +314,35 @@ void BatchSender::Impl::on_flushed(void* request, ucs_status_t status, void* use
     self->complete(op, status, "putting a batch");
     return;
   }
-  // The payload is in the slot: tell the receiver, then the send is complete.
-  // The notice goes on the control endpoint, never into the receiver's
-  // shared-memory FIFO: UCX's FIFO is shared by every sender, and one killed
-  // halfway through writing an element would block it for all of them.
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_FLAGS;
-  param.cb.send = &Impl::on_sent;
-  param.user_data = op;
-  param.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-  ucs_status_ptr_t req = ucp_am_send_nbx(self->ep_->get(),
-                                         static_cast<uint16_t>(wire::AmId::kBatchReady),
-                                         op->header.data(), op->header_bytes, nullptr, 0, &param);
-  if (req == nullptr || UCS_PTR_IS_ERR(req)) {
-    self->complete(op, UCS_PTR_STATUS(req), "sending a ready notice");
+  // The payload is in the slot, so the send is complete. The receiver learns
+  // of it from a ready notice, batched with others that complete in the same
+  // progress turn (send_ready_notices).
+  self->queue_ready_notice(op);
+  self->complete(op, UCS_OK, "");
+}
+
+void BatchSender::Impl::queue_ready_notice(const Op* op) {
+  const size_t limit = std::min(worker_->max_am_header(), wire::kMaxReadyNoticeBytes);
+  if (ready_notices_.size() + op->header_bytes > limit) send_ready_notices();
+  if (ready_notices_.empty()) ready_notices_.resize(2);  // the count, filled in when sent
+  ready_notices_.insert(ready_notices_.end(), op->header.begin(),
+                        op->header.begin() + static_cast<std::ptrdiff_t>(op->header_bytes));
+  ++ready_count_;
+}
+
+void BatchSender::Impl::send_ready_notices() {
+  if (ready_count_ == 0) return;
+  ready_notices_[0] = static_cast<std::byte>(ready_count_ & 0xFF);
+  ready_notices_[1] = static_cast<std::byte>(ready_count_ >> 8);
+  // On the control endpoint, never into the receiver's shared-memory FIFO:
+  // UCX's FIFO is shared by every sender, and one killed halfway through
+  // writing an element would block it for all of them.
+  if (Status st = ucx::send_control_am(ep_->get(), static_cast<uint16_t>(wire::AmId::kBatchReady),
+                                       std::exchange(ready_notices_, {}));
+      !st.is_ok()) {
+    fail(st.with_context("sending ready notices"));
   }
+  ready_count_ = 0;
 }
 
 Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::byte> payload,
@@ -404,6 +422,7 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
       ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep_->get(), &fp);
       if (flush == nullptr) {
         on_flushed(nullptr, UCS_OK, op);  // completed at once
+        send_ready_notices();
       } else if (UCS_PTR_IS_ERR(flush)) {
         complete(op, UCS_PTR_STATUS(flush), "flushing a put");
       }
@@ -415,6 +434,7 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
 
 void BatchSender::Impl::poll() {
   worker_->progress();
+  send_ready_notices();
   run_completions();
 }
 

@@ -226,5 +226,36 @@ Result<BatchReady> BatchReady::decode(std::span<const std::byte> in) {
   return m;
 }
 
+Result<std::vector<BatchReady>> BatchReady::decode_list(std::span<const std::byte> in) {
+  ByteReader r(in);
+  const auto count = r.get<uint16_t>();
+  if (r.underflowed() || count == 0) return protocol_error("ready notice without entries");
+  std::vector<BatchReady> out;
+  out.reserve(count);
+  size_t pos = 2;
+  for (uint16_t i = 0; i < count; ++i) {
+    // slot (4) + descriptor header, whose bytes 6-7 hold its tensor count.
+    if (in.size() - pos < 4 + kDescriptorHeaderBytes) {
+      return protocol_error(fmt::format("ready notice entry {} of {} is truncated", i, count));
+    }
+    const size_t tensors = static_cast<size_t>(in[pos + 4 + 6]) |
+                           static_cast<size_t>(in[pos + 4 + 7]) << 8;
+    if (tensors > kMaxTensors) {
+      return protocol_error(fmt::format("ready notice entry {}: {} tensors", i, tensors));
+    }
+    const size_t entry = 4 + kDescriptorHeaderBytes + tensors * kTensorEntryBytes;
+    if (in.size() - pos < entry) {
+      return protocol_error(fmt::format("ready notice entry {} of {} is truncated", i, count));
+    }
+    STOKER_ASSIGN_OR_RETURN(auto ready, decode(in.subspan(pos, entry)));
+    out.push_back(std::move(ready));
+    pos += entry;
+  }
+  if (pos != in.size()) {
+    return protocol_error(fmt::format("ready notice has {} trailing bytes", in.size() - pos));
+  }
+  return out;
+}
+
 }  // namespace wire
 }  // namespace stoker

@@ -25,6 +25,7 @@ inline constexpr size_t kMaxWorkerAddressBytes = 8192;
 inline constexpr size_t kMaxRefusalBytes = 512;
 inline constexpr size_t kMaxCreditsPerMessage = 1024;
 inline constexpr size_t kMaxHostIdentityBytes = 256;
+inline constexpr size_t kMaxReadyNoticeBytes = 4096;
 
 // Active-message ids of the data plane. Ids below 16 are reserved for it.
 enum class AmId : uint16_t {
@@ -33,7 +34,7 @@ enum class AmId : uint16_t {
   kRefuse = 3,      // receiver -> sender, then the receiver closes
   kCredit = 4,      // receiver -> sender
   kBatch = 5,       // sender -> receiver: descriptor header + payload
-  kBatchReady = 6,  // sender -> receiver (put mode): slot + descriptor
+  kBatchReady = 6,  // sender -> receiver (put mode): u16 count, then that many BatchReady
   kGoodbye = 7,     // sender -> receiver (data endpoint): clean end of stream
   kAttach = 8,      // sender -> receiver (data endpoint): binds it to the handshake
 };
@@ -98,6 +99,9 @@ struct BatchReady {
   // Writes into `out` (at least 4 + descriptor.encoded_size() bytes).
   Result<size_t> encode(std::span<std::byte> out) const;
   static Result<BatchReady> decode(std::span<const std::byte> in);
+  // Splits a kBatchReady message into its entries (each entry's size follows
+  // from the tensor count in its descriptor).
+  static Result<std::vector<BatchReady>> decode_list(std::span<const std::byte> in);
 };
 
 }  // namespace stoker::wire

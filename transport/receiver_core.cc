@@ -362,34 +362,37 @@ ucs_status_t ReceiverCore::on_ready(void* arg, const void* header, size_t header
                  protocol_error("ready notice from an endpoint without a put-mode handshake"));
     return UCS_OK;
   }
-  auto ready = wire::BatchReady::decode(bytes_of(header, header_length));
-  if (!ready.is_ok()) {
-    // Without a valid message we cannot tell which slot it meant: the slot
-    // stays granted and is recovered when the sender leaves.
-    self->reject(sender, reason_for(ready.status()), ready.status());
+  auto notices = wire::BatchReady::decode_list(bytes_of(header, header_length));
+  if (!notices.is_ok()) {
+    // Without a valid message we cannot tell which slots it meant: they stay
+    // granted and are recovered when the sender leaves.
+    self->reject(sender, reason_for(notices.status()), notices.status());
     return UCS_OK;
   }
-  auto it = std::find(sender->granted.begin(), sender->granted.end(), ready->slot);
-  if (it == sender->granted.end()) {
-    self->reject(sender, RejectReason::kNoCredit,
-                 protocol_error(fmt::format("ready for slot {}, which was not granted to it",
-                                            ready->slot)));
-    return UCS_OK;
-  }
-  sender->granted.erase(it);
-  if (ready->descriptor.payload_bytes > self->options_.slot_bytes) {
-    self->reject(sender, RejectReason::kOversizedBatch,
-                 protocol_error(fmt::format("{}-byte batch exceeds the {}-byte slot",
-                                            ready->descriptor.payload_bytes,
-                                            self->options_.slot_bytes)));
-    self->return_slot(ready->slot);
-    return UCS_OK;
-  }
-  Slot& s = self->slots_[ready->slot];
-  s.state = Slot::State::kLanding;
-  s.descriptor = ready->descriptor;
-  self->land(ready->slot);
+  for (const wire::BatchReady& ready : *notices) self->accept_ready(*sender, ready);
   return UCS_OK;
+}
+
+void ReceiverCore::accept_ready(Sender& sender, const wire::BatchReady& ready) {
+  auto it = std::find(sender.granted.begin(), sender.granted.end(), ready.slot);
+  if (it == sender.granted.end()) {
+    reject(&sender, RejectReason::kNoCredit,
+           protocol_error(fmt::format("ready for slot {}, which was not granted to it",
+                                      ready.slot)));
+    return;
+  }
+  sender.granted.erase(it);
+  if (ready.descriptor.payload_bytes > options_.slot_bytes) {
+    reject(&sender, RejectReason::kOversizedBatch,
+           protocol_error(fmt::format("{}-byte batch exceeds the {}-byte slot",
+                                      ready.descriptor.payload_bytes, options_.slot_bytes)));
+    return_slot(ready.slot);
+    return;
+  }
+  Slot& s = slots_[ready.slot];
+  s.state = Slot::State::kLanding;
+  s.descriptor = ready.descriptor;
+  land(ready.slot);
 }
 
 ucs_status_t ReceiverCore::on_goodbye(void* arg, const void* /*header*/, size_t /*header_length*/,

@@ -16,6 +16,7 @@
 
 #include "stoker/batch_receiver.h"
 #include "stoker/push_mode.h"
+#include "transport/data_plane_messages.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
@@ -103,6 +104,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   void free_slot(uint32_t slot);    // to a sender owed credit, or to the free list
   void reject(Sender* sender, RejectReason reason, const Status& why);
   void land(uint32_t slot);
+  void accept_ready(Sender& sender, const wire::BatchReady& ready);
   bool drain_releases();
   void send_credits();
   void retire(Sender& sender);

@@ -30,8 +30,8 @@ class CudaMemoryResource final : public MemoryResource {
 
   Result<Buffer> allocate(size_t bytes) override {
     if (bytes == 0) return invalid_argument("cannot allocate 0 bytes");
-    STOKER_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device_),
-                                       fmt::format("selecting CUDA device {}", device_)));
+    STOKER_RETURN_IF_ERROR(
+        cuda_status(cudaSetDevice(device_), fmt::format("selecting CUDA device {}", device_)));
     void* p = nullptr;
     if (kind_ == MemoryKind::kPinned) {
       STOKER_RETURN_IF_ERROR(cuda_status(cudaHostAlloc(&p, bytes, cudaHostAllocPortable),
@@ -63,10 +63,10 @@ Result<std::shared_ptr<MemoryResource>> make_memory_resource(MemoryKind kind, in
   }
   return std::shared_ptr<MemoryResource>(std::make_shared<CudaMemoryResource>(kind, device));
 #else
-  return unsupported(fmt::format(
-      "{} memory needs CUDA, and this build of stoker has none (configured with "
-      "STOKER_CUDA=OFF or without nvcc)",
-      memory_kind_name(kind)));
+  return unsupported(
+      fmt::format("{} memory needs CUDA, and this build of stoker has none (configured with "
+                  "STOKER_CUDA=OFF or without nvcc)",
+                  memory_kind_name(kind)));
 #endif
 }
 

@@ -10,9 +10,9 @@
 // every sender has said goodbye. Latency is one-way, from the sender's post
 // to the consumer's hand-off, read off CLOCK_MONOTONIC, which is shared by
 // processes of one host only (so it is meaningful on loopback runs).
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -83,8 +83,7 @@ class Pattern {
     if (n > 8) std::memcpy(p + 8, source(sequence), n - 8);
   }
   bool check(const std::byte* p, size_t n, uint64_t sequence) const {
-    return n <= 8 || n > table_.size() - 251 ||
-           std::memcmp(p + 8, source(sequence), n - 8) == 0;
+    return n <= 8 || n > table_.size() - 251 || std::memcmp(p + 8, source(sequence), n - 8) == 0;
   }
 
  private:
@@ -293,10 +292,13 @@ int run_client(const ClientArgs& args) {
       std::memcpy(p, &stamp, 8);
       busy[b] = 1;
       const auto posted = Clock::now();
-      Status st = tx.post(d, {p, size}, [&busy, b, &failure](const Status& s) {
-        busy[b] = 0;
-        if (!s.is_ok() && failure.is_ok()) failure = s;
-      }, timeout);
+      Status st = tx.post(
+          d, {p, size},
+          [&busy, b, &failure](const Status& s) {
+            busy[b] = 0;
+            if (!s.is_ok() && failure.is_ok()) failure = s;
+          },
+          timeout);
       if (!st.is_ok()) {
         failure = st;
         break;
@@ -312,9 +314,10 @@ int run_client(const ClientArgs& args) {
     fmt::print(
         "RESULT role=client tls={} mode={} size={} iterations={} MBps={:.1f} GBps={:.3f} "
         "msg_per_s={:.0f} post_p50_us={:.1f} post_p99_us={:.1f}\n",
-        tls_label(), stoker::push_mode_name(tx.mode()), size, args.iterations, bytes / seconds / kMiB,
-        bytes / seconds / 1e9, static_cast<double>(args.iterations) / seconds,
-        percentile(post_us, 0.50), percentile(post_us, 0.99));
+        tls_label(), stoker::push_mode_name(tx.mode()), size, args.iterations,
+        bytes / seconds / kMiB, bytes / seconds / 1e9,
+        static_cast<double>(args.iterations) / seconds, percentile(post_us, 0.50),
+        percentile(post_us, 0.99));
     std::fflush(stdout);
   }
   if (!failure.is_ok()) {

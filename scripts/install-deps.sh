@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build g++ pkg-config           # toolchain
   libucx-dev ucx-utils libibverbs-dev        # transport; ucx_perftest is the reference
   libfmt-dev libspdlog-dev libcli11-dev      # logging, CLI
-  libgtest-dev libgmock-dev                  # tests
+  libgtest-dev libgmock-dev clang-format     # tests, style check
 )
 
 missing=()

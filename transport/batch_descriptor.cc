@@ -25,8 +25,8 @@ Status validate_tensor(const TensorDescriptor& t, size_t index, uint64_t payload
   }
   const size_t item = dtype_size(t.dtype);
   if (item == 0) {
-    return protocol_error(fmt::format("{}: unknown dtype code {}", where(),
-                                      static_cast<unsigned>(t.dtype)));
+    return protocol_error(
+        fmt::format("{}: unknown dtype code {}", where(), static_cast<unsigned>(t.dtype)));
   }
   if (t.ndim > kMaxDims) {
     return protocol_error(
@@ -44,16 +44,16 @@ Status validate_tensor(const TensorDescriptor& t, size_t index, uint64_t payload
     }
   }
   if (bytes != t.bytes) {
-    return protocol_error(fmt::format("{}: {} bytes declared but shape and dtype give {}",
-                                      where(), t.bytes, bytes));
+    return protocol_error(
+        fmt::format("{}: {} bytes declared but shape and dtype give {}", where(), t.bytes, bytes));
   }
   if (t.offset % item != 0) {
     return protocol_error(fmt::format("{}: offset {} is not aligned to its {}-byte elements",
                                       where(), t.offset, item));
   }
   if (t.offset > payload_bytes || t.bytes > payload_bytes - t.offset) {
-    return protocol_error(fmt::format("{}: bytes [{}, +{}) lie beyond the {}-byte payload",
-                                      where(), t.offset, t.bytes, payload_bytes));
+    return protocol_error(fmt::format("{}: bytes [{}, +{}) lie beyond the {}-byte payload", where(),
+                                      t.offset, t.bytes, payload_bytes));
   }
   return Status::ok();
 }
@@ -135,8 +135,8 @@ Result<size_t> BatchDescriptor::encode(std::span<std::byte> out) const {
     for (uint64_t dim : t.shape) w.put(dim);
   }
   if (w.overflowed()) {
-    return invalid_argument(fmt::format("descriptor needs {} bytes, the buffer has {}",
-                                        encoded_size(), out.size()));
+    return invalid_argument(
+        fmt::format("descriptor needs {} bytes, the buffer has {}", encoded_size(), out.size()));
   }
   return w.size();
 }
@@ -150,8 +150,8 @@ Result<BatchDescriptor> BatchDescriptor::decode(std::span<const std::byte> in) {
                                       in.size(), kDescriptorHeaderBytes));
   }
   if (magic != kDescriptorMagic) {
-    return protocol_error(fmt::format("descriptor magic {:#010x} is not {:#010x}", magic,
-                                      kDescriptorMagic));
+    return protocol_error(
+        fmt::format("descriptor magic {:#010x} is not {:#010x}", magic, kDescriptorMagic));
   }
   if (version != kDescriptorVersion) {
     return Status(StatusCode::kVersionMismatch,

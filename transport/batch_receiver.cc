@@ -9,13 +9,20 @@ namespace stoker {
 
 std::string_view reject_reason_name(RejectReason reason) {
   switch (reason) {
-    case RejectReason::kMalformedDescriptor: return "malformed_descriptor";
-    case RejectReason::kUnsupportedVersion: return "unsupported_version";
-    case RejectReason::kPayloadMismatch: return "payload_mismatch";
-    case RejectReason::kOversizedBatch: return "oversized_batch";
-    case RejectReason::kNoCredit: return "no_credit";
-    case RejectReason::kUnknownSender: return "unknown_sender";
-    case RejectReason::kLandingFailed: return "landing_failed";
+    case RejectReason::kMalformedDescriptor:
+      return "malformed_descriptor";
+    case RejectReason::kUnsupportedVersion:
+      return "unsupported_version";
+    case RejectReason::kPayloadMismatch:
+      return "payload_mismatch";
+    case RejectReason::kOversizedBatch:
+      return "oversized_batch";
+    case RejectReason::kNoCredit:
+      return "no_credit";
+    case RejectReason::kUnknownSender:
+      return "unknown_sender";
+    case RejectReason::kLandingFailed:
+      return "landing_failed";
   }
   return "unknown";
 }

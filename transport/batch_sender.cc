@@ -9,9 +9,9 @@
 #include <deque>
 #include <vector>
 
+#include "stoker/memory.h"
 #include "transport/data_plane_messages.h"
 #include "transport/host_identity.h"
-#include "stoker/memory.h"
 #include "transport/ucx/am_send.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/endpoint.h"
@@ -127,20 +127,20 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create());
   STOKER_ASSIGN_OR_RETURN(impl->worker_, ucx::Worker::create(impl->context_));
   using wire::AmId;
-  for (auto [id, cb] : {std::pair{AmId::kWelcome, &Impl::on_welcome},
-                        std::pair{AmId::kRefuse, &Impl::on_refuse},
-                        std::pair{AmId::kCredit, &Impl::on_credit}}) {
-    STOKER_RETURN_IF_ERROR(impl->worker_->set_am_handler(static_cast<uint16_t>(id), cb, impl.get()));
+  for (auto [id, cb] :
+       {std::pair{AmId::kWelcome, &Impl::on_welcome}, std::pair{AmId::kRefuse, &Impl::on_refuse},
+        std::pair{AmId::kCredit, &Impl::on_credit}}) {
+    STOKER_RETURN_IF_ERROR(
+        impl->worker_->set_am_handler(static_cast<uint16_t>(id), cb, impl.get()));
   }
   Impl* raw = impl.get();
-  STOKER_ASSIGN_OR_RETURN(impl->ep_, ucx::Endpoint::connect(*impl->worker_, address,
-                                                            [raw](ucs_status_t st) {
-                                                              raw->fail(ucx::from_ucs(
-                                                                  st, "connection lost"));
-                                                            }));
+  STOKER_ASSIGN_OR_RETURN(impl->ep_,
+                          ucx::Endpoint::connect(*impl->worker_, address, [raw](ucs_status_t st) {
+                            raw->fail(ucx::from_ucs(st, "connection lost"));
+                          }));
   wire::Hello hello{.version = wire::kDataPlaneVersion, .name = impl->options_.name};
-  STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->ep_->get(),
-                                              static_cast<uint16_t>(AmId::kHello), hello.encode()));
+  STOKER_RETURN_IF_ERROR(
+      ucx::send_control_am(impl->ep_->get(), static_cast<uint16_t>(AmId::kHello), hello.encode()));
   const auto deadline = std::chrono::steady_clock::now() + impl->options_.connect_timeout;
   STOKER_RETURN_IF_ERROR(impl->progress_until([raw] { return raw->welcomed_; }, deadline,
                                               "waiting for the receiver's welcome"));
@@ -158,18 +158,17 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
     impl->options_.mode = shared_memory ? PushMode::kPut : PushMode::kActiveMessage;
   }
   STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
-                          ucx::Endpoint::connect_to_worker(*impl->worker_,
-                                                           impl->welcome_.worker_address,
-                                                           impl->receiver_));
-  STOKER_RETURN_IF_ERROR(ucx::send_control_am(
-      impl->data_ep_->get(), static_cast<uint16_t>(AmId::kAttach),
-      wire::Attach{.sender_id = impl->welcome_.sender_id,
-                   .token = impl->welcome_.attach_token,
-                   .mode = impl->options_.mode}
-          .encode()));
+                          ucx::Endpoint::connect_to_worker(
+                              *impl->worker_, impl->welcome_.worker_address, impl->receiver_));
+  STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->data_ep_->get(),
+                                              static_cast<uint16_t>(AmId::kAttach),
+                                              wire::Attach{.sender_id = impl->welcome_.sender_id,
+                                                           .token = impl->welcome_.attach_token,
+                                                           .mode = impl->options_.mode}
+                                                  .encode()));
   if (impl->options_.mode == PushMode::kPut) {
-    STOKER_ASSIGN_OR_RETURN(impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(),
-                                                                     impl->welcome_.pool_rkey));
+    STOKER_ASSIGN_OR_RETURN(
+        impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey));
   }
   // The first credit message (possibly empty, when every slot is taken)
   // means the receiver has bound the data endpoint: the handshake is done.
@@ -198,7 +197,8 @@ Status BatchSender::Impl::progress_until(Done done, std::chrono::steady_clock::t
     if (events != 0) last_event = now;
     if (now - last_event < kSpinBeforeSleep) continue;  // a busy stream: keep polling
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    STOKER_RETURN_IF_ERROR(worker_->wait(std::clamp(left, std::chrono::milliseconds(0), kMaxSleep)));
+    STOKER_RETURN_IF_ERROR(
+        worker_->wait(std::clamp(left, std::chrono::milliseconds(0), kMaxSleep)));
   }
 }
 
@@ -229,8 +229,8 @@ ucs_status_t BatchSender::Impl::on_refuse(void* arg, const void* header, size_t 
   const StatusCode code = refusal.is_ok() && refusal->version != wire::kDataPlaneVersion
                               ? StatusCode::kVersionMismatch
                               : StatusCode::kProtocolError;
-  self->health_ = Status(code, fmt::format("receiver at {} refused this sender: {}",
-                                           self->receiver_, reason));
+  self->health_ =
+      Status(code, fmt::format("receiver at {} refused this sender: {}", self->receiver_, reason));
   return UCS_OK;
 }
 
@@ -358,14 +358,13 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
                                         payload.size(), welcome_.slot_bytes));
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  STOKER_RETURN_IF_ERROR(progress_until([this] { return !credits_.empty(); }, deadline,
-                                        "waiting for a credit"));
+  STOKER_RETURN_IF_ERROR(
+      progress_until([this] { return !credits_.empty(); }, deadline, "waiting for a credit"));
   const uint32_t slot = credits_.front();
   Op* op = acquire_op(std::move(done));
   const bool put = options_.mode == PushMode::kPut;
-  Result<size_t> encoded =
-      put ? wire::BatchReady{.slot = slot, .descriptor = d}.encode(op->header)
-          : d.encode(op->header);
+  Result<size_t> encoded = put ? wire::BatchReady{.slot = slot, .descriptor = d}.encode(op->header)
+                               : d.encode(op->header);
   if (!encoded.is_ok()) {
     op->done = nullptr;
     complete(op, UCS_OK, "");
@@ -383,8 +382,8 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
   credits_.pop_front();
 
   ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   param.user_data = op;
   if (ucp_mem_h memh = memh_for(payload)) {
     param.op_attr_mask |= UCP_OP_ATTR_FIELD_MEMH;
@@ -409,8 +408,8 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
     param.op_attr_mask &= ~uint32_t{UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA};
     param.flags = 0;
     const uint64_t remote = welcome_.pool_address + uint64_t{slot} * welcome_.slot_bytes;
-    request = ucp_put_nbx(data_ep_->get(), payload.data(), payload.size(), remote, pool_rkey_->get(),
-                          &param);
+    request = ucp_put_nbx(data_ep_->get(), payload.data(), payload.size(), remote,
+                          pool_rkey_->get(), &param);
     if (UCS_PTR_IS_ERR(request)) {
       complete(op, UCS_PTR_STATUS(request), "putting a batch");
     } else {
@@ -447,8 +446,8 @@ Status BatchSender::Impl::wait_for_completion(std::chrono::milliseconds timeout)
 
 Status BatchSender::Impl::flush(std::chrono::milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  Status st = progress_until([this] { return in_flight_ == 0; }, deadline,
-                             "waiting for sends to complete");
+  Status st =
+      progress_until([this] { return in_flight_ == 0; }, deadline, "waiting for sends to complete");
   return st;
 }
 

@@ -17,7 +17,7 @@ class ByteWriter {
   explicit ByteWriter(std::span<std::byte> out) : out_(out) {}
 
   template <typename T>
-    requires std::is_unsigned_v<T>
+  requires std::is_unsigned_v<T>
   void put(T value) {
     if (!reserve(sizeof(T))) return;
     for (size_t i = 0; i < sizeof(T); ++i) {
@@ -63,8 +63,7 @@ class ByteReader {
 
   // Reads a T; on a short buffer returns 0 and sets underflowed().
   template <typename T>
-    requires std::is_unsigned_v<T>
-  T get() {
+  requires std::is_unsigned_v<T> T get() {
     if (!take(sizeof(T))) return 0;
     T value = 0;
     for (size_t i = 0; i < sizeof(T); ++i) {

@@ -11,9 +11,12 @@ namespace stoker {
 
 std::string_view push_mode_name(PushMode mode) {
   switch (mode) {
-    case PushMode::kActiveMessage: return "am";
-    case PushMode::kPut: return "put";
-    case PushMode::kAuto: return "auto";
+    case PushMode::kActiveMessage:
+      return "am";
+    case PushMode::kPut:
+      return "put";
+    case PushMode::kAuto:
+      return "auto";
   }
   return "unknown";
 }
@@ -75,9 +78,10 @@ Result<Hello> Hello::decode(std::span<const std::byte> in) {
   if (r.underflowed()) return protocol_error("hello is truncated");
   if (h.version != kDataPlaneVersion) {
     // The rest of the message may be laid out differently; stop here.
-    return Status(StatusCode::kVersionMismatch,
-                  fmt::format("sender speaks data-plane protocol version {}, this receiver speaks {}",
-                              h.version, kDataPlaneVersion));
+    return Status(
+        StatusCode::kVersionMismatch,
+        fmt::format("sender speaks data-plane protocol version {}, this receiver speaks {}",
+                    h.version, kDataPlaneVersion));
   }
   STOKER_ASSIGN_OR_RETURN(h.name, get_string(r, kMaxNameBytes, "hello: sender name"));
   STOKER_RETURN_IF_ERROR(expect_end(r, "hello"));
@@ -108,9 +112,10 @@ Result<Welcome> Welcome::decode(std::span<const std::byte> in) {
   m.version = r.get<uint16_t>();
   if (r.underflowed()) return protocol_error("welcome is truncated");
   if (m.version != kDataPlaneVersion) {
-    return Status(StatusCode::kVersionMismatch,
-                  fmt::format("receiver speaks data-plane protocol version {}, this sender speaks {}",
-                              m.version, kDataPlaneVersion));
+    return Status(
+        StatusCode::kVersionMismatch,
+        fmt::format("receiver speaks data-plane protocol version {}, this sender speaks {}",
+                    m.version, kDataPlaneVersion));
   }
   m.sender_id = r.get<uint32_t>();
   m.slot_bytes = r.get<uint64_t>();
@@ -238,8 +243,8 @@ Result<std::vector<BatchReady>> BatchReady::decode_list(std::span<const std::byt
     if (in.size() - pos < 4 + kDescriptorHeaderBytes) {
       return protocol_error(fmt::format("ready notice entry {} of {} is truncated", i, count));
     }
-    const size_t tensors = static_cast<size_t>(in[pos + 4 + 6]) |
-                           static_cast<size_t>(in[pos + 4 + 7]) << 8;
+    const size_t tensors =
+        static_cast<size_t>(in[pos + 4 + 6]) | static_cast<size_t>(in[pos + 4 + 7]) << 8;
     if (tensors > kMaxTensors) {
       return protocol_error(fmt::format("ready notice entry {}: {} tensors", i, tensors));
     }

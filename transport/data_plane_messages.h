@@ -52,8 +52,8 @@ struct Welcome {
   uint32_t sender_id = 0;
   uint64_t slot_bytes = 0;
   uint32_t slot_count = 0;
-  uint64_t pool_address = 0;         // remote address of slot 0 (for put mode)
-  std::vector<std::byte> pool_rkey;  // packed rkey of the pool (for put mode)
+  uint64_t pool_address = 0;              // remote address of slot 0 (for put mode)
+  std::vector<std::byte> pool_rkey;       // packed rkey of the pool (for put mode)
   std::vector<std::byte> worker_address;  // for the sender's data endpoint
   uint64_t attach_token = 0;              // the sender proves it is itself with it
   std::string host_identity;              // host_identity() of the receiver, if it allows shm

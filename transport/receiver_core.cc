@@ -58,8 +58,10 @@ Status ReceiverCore::init() {
   }
   STOKER_ASSIGN_OR_RETURN(worker_, ucx::Worker::create(context_));
   if (worker_->max_am_header() < 4 + kDescriptorHeaderBytes + kMaxTensors * kTensorEntryBytes) {
-    spdlog::warn("UCX allows {}-byte active-message headers: descriptors with many tensors "
-                 "will not fit", worker_->max_am_header());
+    spdlog::warn(
+        "UCX allows {}-byte active-message headers: descriptors with many tensors "
+        "will not fit",
+        worker_->max_am_header());
   }
   const size_t pool_bytes = options_.slot_bytes * options_.slot_count;
   STOKER_ASSIGN_OR_RETURN(pool_, options_.landing_memory->allocate(pool_bytes));
@@ -85,10 +87,9 @@ Status ReceiverCore::init() {
     STOKER_RETURN_IF_ERROR(worker_->set_am_handler(static_cast<uint16_t>(id), cb, this));
   }
   STOKER_ASSIGN_OR_RETURN(auto listen_at, SocketAddress::parse(options_.listen_address));
-  STOKER_ASSIGN_OR_RETURN(listener_,
-                          ucx::Listener::create(*worker_, listen_at, [this](ucp_conn_request_h r) {
-                            accept(r);
-                          }));
+  STOKER_ASSIGN_OR_RETURN(
+      listener_,
+      ucx::Listener::create(*worker_, listen_at, [this](ucp_conn_request_h r) { accept(r); }));
   port_ = listener_->address().port();
   address_ = listener_->address().to_string();
   return Status::ok();
@@ -153,9 +154,8 @@ void ReceiverCore::run() {
 void ReceiverCore::accept(ucp_conn_request_h request) {
   auto sender = std::make_unique<Sender>();
   sender->id = next_sender_id_++;
-  auto ep = ucx::Endpoint::accept(*worker_, request, [this, id = sender->id](ucs_status_t st) {
-    on_sender_error(id, st);
-  });
+  auto ep = ucx::Endpoint::accept(
+      *worker_, request, [this, id = sender->id](ucs_status_t st) { on_sender_error(id, st); });
   if (!ep.is_ok()) {
     spdlog::warn("receiver: rejected a connection: {}", ep.status().to_string());
     listener_->reject(request);
@@ -219,9 +219,8 @@ ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header
   welcome.slot_count = self->options_.slot_count;
   welcome.pool_address = reinterpret_cast<uintptr_t>(self->pool_.data());
   welcome.pool_rkey = self->pool_rkey_;
-  if (Status st = ucx::send_control_am(sender->ep->get(),
-                                       static_cast<uint16_t>(wire::AmId::kWelcome),
-                                       welcome.encode());
+  if (Status st = ucx::send_control_am(
+          sender->ep->get(), static_cast<uint16_t>(wire::AmId::kWelcome), welcome.encode());
       !st.is_ok()) {
     spdlog::warn("receiver: welcoming {}: {}", sender->label, st.to_string());
     return UCS_OK;
@@ -236,9 +235,9 @@ ucs_status_t ReceiverCore::on_attach(void* arg, const void* header, size_t heade
   auto* self = static_cast<ReceiverCore*>(arg);
   auto attach = wire::Attach::decode(bytes_of(header, header_length));
   if (!attach.is_ok() || (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) == 0) {
-    self->reject(nullptr, RejectReason::kUnknownSender,
-                 attach.is_ok() ? protocol_error("attach without a reply endpoint")
-                                : attach.status());
+    self->reject(
+        nullptr, RejectReason::kUnknownSender,
+        attach.is_ok() ? protocol_error("attach without a reply endpoint") : attach.status());
     return UCS_OK;
   }
   Sender* sender = self->find_sender(attach->sender_id);
@@ -259,8 +258,8 @@ ucs_status_t ReceiverCore::on_attach(void* arg, const void* header, size_t heade
   return UCS_OK;
 }
 
-ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header_length,
-                                    void* data, size_t length, const ucp_am_recv_param_t* param) {
+ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header_length, void* data,
+                                    size_t length, const ucp_am_recv_param_t* param) {
   auto* self = static_cast<ReceiverCore*>(arg);
   const bool rndv = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
   // For a rendezvous message an error status travels back to the sender's
@@ -273,8 +272,7 @@ ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header
     return refused;
   }
   if (sender->granted.empty()) {
-    self->reject(sender, RejectReason::kNoCredit,
-                 protocol_error("batch sent without a credit"));
+    self->reject(sender, RejectReason::kNoCredit, protocol_error("batch sent without a credit"));
     return refused;
   }
   auto descriptor = BatchDescriptor::decode(bytes_of(header, header_length));
@@ -376,9 +374,9 @@ ucs_status_t ReceiverCore::on_ready(void* arg, const void* header, size_t header
 void ReceiverCore::accept_ready(Sender& sender, const wire::BatchReady& ready) {
   auto it = std::find(sender.granted.begin(), sender.granted.end(), ready.slot);
   if (it == sender.granted.end()) {
-    reject(&sender, RejectReason::kNoCredit,
-           protocol_error(fmt::format("ready for slot {}, which was not granted to it",
-                                      ready.slot)));
+    reject(
+        &sender, RejectReason::kNoCredit,
+        protocol_error(fmt::format("ready for slot {}, which was not granted to it", ready.slot)));
     return;
   }
   sender.granted.erase(it);
@@ -575,8 +573,8 @@ void ReceiverCore::send_credits() {
       const size_t n = std::min(wire::kMaxCreditsPerMessage, slots.size() - first);
       wire::Credit credit{{slots.begin() + static_cast<std::ptrdiff_t>(first),
                            slots.begin() + static_cast<std::ptrdiff_t>(first + n)}};
-      if (Status st = ucx::send_control_am(
-              s->ep->get(), static_cast<uint16_t>(wire::AmId::kCredit), credit.encode());
+      if (Status st = ucx::send_control_am(s->ep->get(), static_cast<uint16_t>(wire::AmId::kCredit),
+                                           credit.encode());
           !st.is_ok()) {
         // The control endpoint is failing; its error handler retires the sender.
         spdlog::debug("receiver: credit to {}: {}", s->label, st.to_string());
@@ -599,8 +597,8 @@ void ReceiverCore::emit(PeerEvent::Kind kind, const Sender& sender, Status statu
 Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
   std::unique_lock lock(ready_mu_);
   ++waiting_consumers_;
-  const bool ready = ready_cv_.wait_for(lock, timeout,
-                                        [&] { return !ready_.empty() || stopping_.load(); });
+  const bool ready =
+      ready_cv_.wait_for(lock, timeout, [&] { return !ready_.empty() || stopping_.load(); });
   --waiting_consumers_;
   if (!ready) return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
   if (ready_.empty()) return cancelled("the receiver is stopping");

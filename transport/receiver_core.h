@@ -59,15 +59,15 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::string label;
     PushMode mode = PushMode::kActiveMessage;
     bool welcomed = false;
-    bool attached = false;     // its data endpoint has been bound
+    bool attached = false;        // its data endpoint has been bound
     bool confirm_attach = false;  // the next credit message must go out, even empty
     uint64_t attach_token = 0;
     ucp_ep_h data_ep = nullptr;  // UCX's endpoint for its data endpoint (not ours to close)
     bool finished = false;
     bool failed = false;
-    std::deque<uint32_t> granted;         // slots it may fill, oldest first
+    std::deque<uint32_t> granted;           // slots it may fill, oldest first
     std::vector<uint32_t> credits_to_send;  // granted but not yet told
-    uint32_t deficit = 0;                 // credits owed when slots free up
+    uint32_t deficit = 0;                   // credits owed when slots free up
   };
   struct Ready {
     uint32_t slot;
@@ -127,7 +127,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::vector<std::unique_ptr<Sender>> senders_;
-  std::vector<std::unique_ptr<Sender>> retired_;  // endpoints to close
+  std::vector<std::unique_ptr<Sender>> retired_;                // endpoints to close
   std::vector<std::pair<uint32_t, ucs_status_t>> disconnects_;  // to settle
   uint32_t next_sender_id_ = 1;
 

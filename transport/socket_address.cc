@@ -51,8 +51,8 @@ Result<SocketAddress> SocketAddress::parse(std::string_view host_port, uint16_t 
   if (!port_text.empty()) {
     auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
     if (ec != std::errc() || end != port_text.data() + port_text.size()) {
-      return invalid_argument(fmt::format("'{}': port '{}' is not a number from 0 to 65535",
-                                          host_port, port_text));
+      return invalid_argument(
+          fmt::format("'{}': port '{}' is not a number from 0 to 65535", host_port, port_text));
     }
   } else if (default_port == 0) {
     return invalid_argument(fmt::format("'{}': expected host:port", host_port));

@@ -7,17 +7,28 @@ namespace stoker {
 
 std::string_view to_string(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "ok";
-    case StatusCode::kInvalidArgument: return "invalid argument";
-    case StatusCode::kProtocolError: return "protocol error";
-    case StatusCode::kVersionMismatch: return "version mismatch";
-    case StatusCode::kUnavailable: return "unavailable";
-    case StatusCode::kTimedOut: return "timed out";
-    case StatusCode::kResourceExhausted: return "resource exhausted";
-    case StatusCode::kUnsupported: return "unsupported";
-    case StatusCode::kCancelled: return "cancelled";
-    case StatusCode::kIoError: return "I/O error";
-    case StatusCode::kInternal: return "internal error";
+    case StatusCode::kOk:
+      return "ok";
+    case StatusCode::kInvalidArgument:
+      return "invalid argument";
+    case StatusCode::kProtocolError:
+      return "protocol error";
+    case StatusCode::kVersionMismatch:
+      return "version mismatch";
+    case StatusCode::kUnavailable:
+      return "unavailable";
+    case StatusCode::kTimedOut:
+      return "timed out";
+    case StatusCode::kResourceExhausted:
+      return "resource exhausted";
+    case StatusCode::kUnsupported:
+      return "unsupported";
+    case StatusCode::kCancelled:
+      return "cancelled";
+    case StatusCode::kIoError:
+      return "I/O error";
+    case StatusCode::kInternal:
+      return "internal error";
   }
   return "unknown status";
 }

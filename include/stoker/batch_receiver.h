@@ -57,7 +57,7 @@ struct PeerEvent {
   enum class Kind { kConnected, kFinished, kFailed };
   Kind kind;
   uint32_t sender_id;
-  std::string peer;  // "127.0.0.1:41234 (worker-3)"
+  std::string peer;  // "sender 3 (127.0.0.1:41234) worker-3"
   Status status;     // why, for kFailed
 };
 

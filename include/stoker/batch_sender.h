@@ -62,12 +62,12 @@ class BatchSender {
   // Flushes, tells the receiver this stream ended cleanly and disconnects.
   Status close(std::chrono::milliseconds timeout);
 
-  uint32_t credits() const;       // batches that may be posted without waiting
-  size_t in_flight() const;       // posted, not yet completed
-  uint32_t sender_id() const;     // as the receiver numbered us
-  uint64_t slot_bytes() const;    // the receiver's landing slot size
-  PushMode mode() const;          // as chosen at connect (never kAuto)
-  const Status& health() const;   // OK, or why the connection is dead
+  uint32_t credits() const;      // batches that may be posted without waiting
+  size_t in_flight() const;      // posted, not yet completed
+  uint32_t sender_id() const;    // as the receiver numbered us
+  uint64_t slot_bytes() const;   // the receiver's landing slot size
+  PushMode mode() const;         // as chosen at connect (never kAuto)
+  const Status& health() const;  // OK, or why the connection is dead
 
  private:
   class Impl;

@@ -11,8 +11,8 @@
 namespace stoker {
 
 struct TransportInfo {
-  std::string ucx_version;        // "UCX 1.13.1"
-  bool cuda_memory = false;       // UCX reports UCS_MEMORY_TYPE_CUDA support
+  std::string ucx_version;   // "UCX 1.13.1"
+  bool cuda_memory = false;  // UCX reports UCS_MEMORY_TYPE_CUDA support
 };
 
 // Asks the loaded UCX what it can do (ucp_context_query). Implemented in stoker_transport.

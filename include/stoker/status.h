@@ -47,11 +47,15 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status invalid_argument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status invalid_argument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status protocol_error(std::string m) { return {StatusCode::kProtocolError, std::move(m)}; }
 inline Status unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status timed_out(std::string m) { return {StatusCode::kTimedOut, std::move(m)}; }
-inline Status resource_exhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
+inline Status resource_exhausted(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
 inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
 inline Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status io_error(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
@@ -60,9 +64,9 @@ inline Status internal_error(std::string m) { return {StatusCode::kInternal, std
 }  // namespace stoker
 
 // Returns early from the enclosing function when `expr` yields a failed Status.
-#define STOKER_RETURN_IF_ERROR(expr)                  \
-  do {                                                \
+#define STOKER_RETURN_IF_ERROR(expr)                   \
+  do {                                                 \
     if (::stoker::Status _st = (expr); !_st.is_ok()) { \
-      return _st;                                     \
-    }                                                 \
+      return _st;                                      \
+    }                                                  \
   } while (false)

@@ -99,8 +99,8 @@ TEST(ReceiverLanding, RefusesDeviceMemoryWhenUcxCannotReachIt) {
   auto ucx = query_transport();
   ASSERT_TRUE(ucx.is_ok());
   if (ucx->cuda_memory) GTEST_SKIP() << ucx->ucx_version << " has CUDA support";
-  auto receiver = BatchReceiver::start({.listen_address = "127.0.0.1:0",
-                                        .landing_memory = std::make_shared<FakeDeviceResource>()});
+  auto receiver = BatchReceiver::start(
+      {.listen_address = "127.0.0.1:0", .landing_memory = std::make_shared<FakeDeviceResource>()});
   ASSERT_FALSE(receiver.is_ok());
   EXPECT_EQ(receiver.status().code(), StatusCode::kUnsupported);
   EXPECT_NE(receiver.status().message().find("without CUDA support"), std::string::npos)

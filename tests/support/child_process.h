@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <filesystem>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -25,7 +25,8 @@ class ChildProcess {
   // Runs argv[0] with the given arguments; stdout and stderr go to `log_path`.
   // posix_spawn rather than fork: the test process has UCX and receiver
   // threads, and a forked copy of it must not run anything before exec.
-  ChildProcess(std::vector<std::string> argv, std::string log_path) : log_path_(std::move(log_path)) {
+  ChildProcess(std::vector<std::string> argv, std::string log_path)
+      : log_path_(std::move(log_path)) {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
@@ -52,7 +53,6 @@ class ChildProcess {
     if (running()) kill_now(SIGKILL);
     if (!reaped_) waitpid(pid_, nullptr, 0);
   }
-
 
   pid_t pid() const { return pid_; }
   bool running() {

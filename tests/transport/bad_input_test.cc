@@ -33,14 +33,19 @@ class RawPeer {
     context_ = ucx::Context::create().value();
     worker_ = ucx::Worker::create(context_).value();
     using wire::AmId;
-    EXPECT_TRUE(worker_->set_am_handler(static_cast<uint16_t>(AmId::kWelcome), &on_welcome, this).is_ok());
-    EXPECT_TRUE(worker_->set_am_handler(static_cast<uint16_t>(AmId::kRefuse), &on_refuse, this).is_ok());
-    EXPECT_TRUE(worker_->set_am_handler(static_cast<uint16_t>(AmId::kCredit), &on_credit, this).is_ok());
-    control_ = ucx::Endpoint::connect(*worker_, SocketAddress::parse(address).value(), nullptr).value();
+    EXPECT_TRUE(
+        worker_->set_am_handler(static_cast<uint16_t>(AmId::kWelcome), &on_welcome, this).is_ok());
+    EXPECT_TRUE(
+        worker_->set_am_handler(static_cast<uint16_t>(AmId::kRefuse), &on_refuse, this).is_ok());
+    EXPECT_TRUE(
+        worker_->set_am_handler(static_cast<uint16_t>(AmId::kCredit), &on_credit, this).is_ok());
+    control_ =
+        ucx::Endpoint::connect(*worker_, SocketAddress::parse(address).value(), nullptr).value();
   }
 
   void send_control(wire::AmId id, std::vector<std::byte> header) {
-    EXPECT_TRUE(ucx::send_control_am(control_->get(), static_cast<uint16_t>(id), std::move(header)).is_ok());
+    EXPECT_TRUE(ucx::send_control_am(control_->get(), static_cast<uint16_t>(id), std::move(header))
+                    .is_ok());
   }
 
   template <typename Done>
@@ -61,7 +66,8 @@ class RawPeer {
   void handshake(bool attach = true) {
     send_control(wire::AmId::kHello, wire::Hello{.name = "raw"}.encode());
     ASSERT_TRUE(progress_until([&] { return welcome_.has_value(); })) << "no welcome";
-    data_ = ucx::Endpoint::connect_to_worker(*worker_, welcome_->worker_address, "receiver").value();
+    data_ =
+        ucx::Endpoint::connect_to_worker(*worker_, welcome_->worker_address, "receiver").value();
     if (!attach) return;
     EXPECT_TRUE(ucx::send_control_am(
                     data_->get(), static_cast<uint16_t>(wire::AmId::kAttach),
@@ -77,10 +83,10 @@ class RawPeer {
     param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     param.flags = UCP_AM_SEND_FLAG_REPLY;
     auto* ep = data_ ? data_->get() : control_->get();
-    return worker_->wait_for(ucp_am_send_nbx(ep, static_cast<uint16_t>(wire::AmId::kBatch),
-                                             header.data(), header.size(), payload.data(),
-                                             payload.size(), &param),
-                             5s, "raw send");
+    return worker_->wait_for(
+        ucp_am_send_nbx(ep, static_cast<uint16_t>(wire::AmId::kBatch), header.data(), header.size(),
+                        payload.data(), payload.size(), &param),
+        5s, "raw send");
   }
 
   std::optional<wire::Welcome> welcome_;
@@ -261,10 +267,9 @@ TEST_F(BadInput, BatchesFromAnUnattachedEndpointAreRejected) {
 TEST_F(BadInput, AttachWithAWrongTokenIsRejected) {
   RawPeer peer(receiver_->address());
   peer.handshake(/*attach=*/false);
-  peer.send_control(wire::AmId::kAttach,
-                    wire::Attach{.sender_id = peer.welcome_->sender_id,
-                                 .token = peer.welcome_->attach_token + 1}
-                        .encode());
+  peer.send_control(wire::AmId::kAttach, wire::Attach{.sender_id = peer.welcome_->sender_id,
+                                                      .token = peer.welcome_->attach_token + 1}
+                                             .encode());
   EXPECT_TRUE(wait_rejected(RejectReason::kUnknownSender, 1, peer));
   peer.progress_for(100ms);
   EXPECT_TRUE(peer.credits_.empty()) << "no credits without a valid attach";

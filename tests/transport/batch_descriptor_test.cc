@@ -98,10 +98,18 @@ TEST_P(BatchDescriptorCorruption, IsRejectedWithAPreciseMessage) {
   const Corruption& c = GetParam();
   auto bytes = encode(image_batch());
   switch (c.width) {
-    case 1: poke<uint8_t>(bytes, c.offset, static_cast<uint8_t>(c.value)); break;
-    case 2: poke<uint16_t>(bytes, c.offset, static_cast<uint16_t>(c.value)); break;
-    case 4: poke<uint32_t>(bytes, c.offset, static_cast<uint32_t>(c.value)); break;
-    default: poke<uint64_t>(bytes, c.offset, c.value); break;
+    case 1:
+      poke<uint8_t>(bytes, c.offset, static_cast<uint8_t>(c.value));
+      break;
+    case 2:
+      poke<uint16_t>(bytes, c.offset, static_cast<uint16_t>(c.value));
+      break;
+    case 4:
+      poke<uint32_t>(bytes, c.offset, static_cast<uint32_t>(c.value));
+      break;
+    default:
+      poke<uint64_t>(bytes, c.offset, c.value);
+      break;
   }
   auto r = BatchDescriptor::decode(bytes);
   ASSERT_FALSE(r.is_ok()) << c.name;
@@ -177,8 +185,7 @@ TEST(BatchDescriptor, AddTensorRefusesWhatCannotBeEncoded) {
     const std::string name = fmt::format("t{}", i);
     ASSERT_TRUE(d.add_tensor(name, DType::kUInt8, shape, i).is_ok());
   }
-  EXPECT_EQ(d.add_tensor("one_more", DType::kUInt8, shape, 0).code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(d.add_tensor("one_more", DType::kUInt8, shape, 0).code(), StatusCode::kInvalidArgument);
 }
 
 TEST(BatchDescriptor, EncodeRefusesInconsistentDescriptorsAndShortBuffers) {

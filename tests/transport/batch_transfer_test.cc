@@ -47,9 +47,8 @@ class BatchTransfer : public ::testing::TestWithParam<Transport> {
   }
 
   std::unique_ptr<BatchSender> connect(const BatchReceiver& receiver, std::string name = "test") {
-    auto s = BatchSender::connect({.receiver_address = receiver.address(),
-                                   .mode = GetParam().mode,
-                                   .name = std::move(name)});
+    auto s = BatchSender::connect(
+        {.receiver_address = receiver.address(), .mode = GetParam().mode, .name = std::move(name)});
     EXPECT_TRUE(s.is_ok()) << s.status().to_string();
     return s.is_ok() ? std::move(s).value() : nullptr;
   }
@@ -62,8 +61,7 @@ TEST_P(BatchTransfer, EveryBatchLandsIntactAndInOrder) {
   ASSERT_TRUE(sender);
   if (GetParam().mode == PushMode::kAuto) {
     // Put where the data goes over shared memory, active messages elsewhere.
-    EXPECT_EQ(sender->mode(), GetParam().tls[0] == 's' ? PushMode::kPut
-                                                       : PushMode::kActiveMessage);
+    EXPECT_EQ(sender->mode(), GetParam().tls[0] == 's' ? PushMode::kPut : PushMode::kActiveMessage);
   } else {
     EXPECT_EQ(sender->mode(), GetParam().mode);
   }
@@ -87,12 +85,14 @@ TEST_P(BatchTransfer, EveryBatchLandsIntactAndInOrder) {
   for (size_t i = 0; i < buffers.size(); ++i) {
     buffers[i].resize(sizes[i / kPerSize]);
     fill_pattern(buffers[i], i);
-    ASSERT_TRUE(sender->post(describe(i, buffers[i].size()), buffers[i],
-                             [&](const Status& s) {
-                               EXPECT_TRUE(s.is_ok()) << s.to_string();
-                               ++completed;
-                             },
-                             10s)
+    ASSERT_TRUE(sender
+                    ->post(
+                        describe(i, buffers[i].size()), buffers[i],
+                        [&](const Status& s) {
+                          EXPECT_TRUE(s.is_ok()) << s.to_string();
+                          ++completed;
+                        },
+                        10s)
                     .is_ok());
   }
   ASSERT_TRUE(sender->close(10s).is_ok());
@@ -136,8 +136,7 @@ TEST_P(BatchTransfer, SenderNeverExceedsItsCredits) {
 }
 
 TEST_P(BatchTransfer, ManySendersShareOnePool) {
-  auto receiver =
-      start_receiver({.slot_bytes = 65536, .slot_count = 12, .credits_per_sender = 4});
+  auto receiver = start_receiver({.slot_bytes = 65536, .slot_count = 12, .credits_per_sender = 4});
   ASSERT_TRUE(receiver);
   constexpr int kSenders = 3;
   constexpr uint64_t kBatches = 200;
@@ -201,8 +200,8 @@ INSTANTIATE_TEST_SUITE_P(Transports, BatchTransfer,
                                            Transport{"tcp", PushMode::kAuto},
                                            Transport{"sm,tcp", PushMode::kAuto}),
                          [](const auto& param_info) {
-                           return std::string(param_info.param.tls[0] == 't' ? "tcp" : "shm") + "_" +
-                                  std::string(push_mode_name(param_info.param.mode));
+                           return std::string(param_info.param.tls[0] == 't' ? "tcp" : "shm") +
+                                  "_" + std::string(push_mode_name(param_info.param.mode));
                          });
 
 TEST(BatchTransferErrors, ConnectingToNobodyFailsPromptly) {
@@ -211,8 +210,7 @@ TEST(BatchTransferErrors, ConnectingToNobodyFailsPromptly) {
   auto s = BatchSender::connect({.receiver_address = "127.0.0.1:1", .connect_timeout = 3s});
   EXPECT_FALSE(s.is_ok());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
-  EXPECT_NE(s.status().message().find("127.0.0.1:1"), std::string::npos)
-      << s.status().to_string();
+  EXPECT_NE(s.status().message().find("127.0.0.1:1"), std::string::npos) << s.status().to_string();
 }
 
 TEST(BatchTransferErrors, BadAddressesAreRejected) {
@@ -220,8 +218,7 @@ TEST(BatchTransferErrors, BadAddressesAreRejected) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(BatchSender::connect({.receiver_address = "127.0.0.1:99999"}).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(BatchReceiver::start({.slot_count = 0}).status().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(BatchReceiver::start({.slot_count = 0}).status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -49,11 +49,12 @@ TEST_P(PeerFailure, SenderKilledMidStreamIsReportedAndOthersCarryOn) {
                        "--iterations", "100000000", "--warmup", "0", "--name", "victim"},
                       log_path("victim"));
   constexpr int kSurvivorBatches = 400;
-  ChildProcess survivor({stoker_perf_path(), "client", "--connect", connect, "--size", "64K",
-                         "--iterations", std::to_string(kSurvivorBatches), "--warmup", "0",
-                         "--name", "survivor"},
-                        log_path("survivor"));
-  ASSERT_EQ(victim.spawn_error(), 0) << stoker_perf_path() << ": " << strerror(victim.spawn_error());
+  ChildProcess survivor(
+      {stoker_perf_path(), "client", "--connect", connect, "--size", "64K", "--iterations",
+       std::to_string(kSurvivorBatches), "--warmup", "0", "--name", "survivor"},
+      log_path("survivor"));
+  ASSERT_EQ(victim.spawn_error(), 0)
+      << stoker_perf_path() << ": " << strerror(victim.spawn_error());
   ASSERT_EQ(survivor.spawn_error(), 0);
 
   std::map<uint32_t, int> landed;  // per sender id
@@ -119,7 +120,8 @@ TEST_P(ReceiverFailure, ReceiverKilledMidStreamFailsTheSenderWithoutHanging) {
   ChildProcess server({stoker_perf_path(), "server", "--listen", "127.0.0.1:0", "--port-file",
                        port_file, "--slot-bytes", "1M", "--slots", "8", "--credits", "8"},
                       log_path("server"));
-  ASSERT_EQ(server.spawn_error(), 0) << stoker_perf_path() << ": " << strerror(server.spawn_error());
+  ASSERT_EQ(server.spawn_error(), 0)
+      << stoker_perf_path() << ": " << strerror(server.spawn_error());
   std::string port;
   for (int i = 0; i < 500 && port.empty(); ++i) {
     std::ifstream(port_file) >> port;
@@ -141,9 +143,12 @@ TEST_P(ReceiverFailure, ReceiverKilledMidStreamFailsTheSenderWithoutHanging) {
     d.payload_bytes = payload.size();
     const uint64_t shape[] = {payload.size()};
     ASSERT_TRUE(d.add_tensor("data", DType::kUInt8, shape, 0).is_ok());
-    failure = (*sender)->post(d, payload, [&](const Status& s) {
-      if (!s.is_ok()) ++failed_completions;
-    }, 10s);
+    failure = (*sender)->post(
+        d, payload,
+        [&](const Status& s) {
+          if (!s.is_ok()) ++failed_completions;
+        },
+        10s);
     if (!failure.is_ok()) break;
     if (Status st = (*sender)->flush(10s); !st.is_ok()) {
       failure = st;

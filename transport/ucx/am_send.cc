@@ -18,8 +18,8 @@ void free_header(void* request, ucs_status_t /*status*/, void* user_data) {
 Status send_control_am(ucp_ep_h ep, uint16_t id, std::vector<std::byte> header) {
   auto* owned = new std::vector<std::byte>(std::move(header));
   ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   param.cb.send = &free_header;
   param.user_data = owned;
   param.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
@@ -27,9 +27,9 @@ Status send_control_am(ucp_ep_h ep, uint16_t id, std::vector<std::byte> header) 
       ucp_am_send_nbx(ep, id, owned->data(), owned->size(), nullptr, 0, &param);
   if (request == nullptr || UCS_PTR_IS_ERR(request)) {
     delete owned;
-    return request == nullptr ? Status::ok()
-                              : from_ucs(UCS_PTR_STATUS(request),
-                                         fmt::format("sending active message {}", id));
+    return request == nullptr
+               ? Status::ok()
+               : from_ucs(UCS_PTR_STATUS(request), fmt::format("sending active message {}", id));
   }
   return Status::ok();
 }

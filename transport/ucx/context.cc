@@ -19,16 +19,22 @@ Status from_ucs(ucs_status_t status, std::string_view what) {
     case UCS_ERR_NOT_CONNECTED:
     case UCS_ERR_IO_ERROR:
       return unavailable(std::move(message));
-    case UCS_ERR_CANCELED: return cancelled(std::move(message));
-    case UCS_ERR_TIMED_OUT: return timed_out(std::move(message));
+    case UCS_ERR_CANCELED:
+      return cancelled(std::move(message));
+    case UCS_ERR_TIMED_OUT:
+      return timed_out(std::move(message));
     case UCS_ERR_NO_MEMORY:
     case UCS_ERR_NO_RESOURCE:
-    case UCS_ERR_EXCEEDS_LIMIT: return resource_exhausted(std::move(message));
+    case UCS_ERR_EXCEEDS_LIMIT:
+      return resource_exhausted(std::move(message));
     case UCS_ERR_UNSUPPORTED:
-    case UCS_ERR_NO_DEVICE: return unsupported(std::move(message));
+    case UCS_ERR_NO_DEVICE:
+      return unsupported(std::move(message));
     case UCS_ERR_INVALID_PARAM:
-    case UCS_ERR_INVALID_ADDR: return invalid_argument(std::move(message));
-    default: return io_error(std::move(message));
+    case UCS_ERR_INVALID_ADDR:
+      return invalid_argument(std::move(message));
+    default:
+      return io_error(std::move(message));
   }
 }
 

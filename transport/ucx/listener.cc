@@ -19,22 +19,19 @@ Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const SocketA
   params.sockaddr.addrlen = address.length;
   params.conn_handler.cb = &Listener::on_request;
   params.conn_handler.arg = listener.get();
-  STOKER_RETURN_IF_ERROR(
-      from_ucs(ucp_listener_create(worker.get(), &params, &listener->listener_),
-               "listening on " + address.to_string()));
+  STOKER_RETURN_IF_ERROR(from_ucs(ucp_listener_create(worker.get(), &params, &listener->listener_),
+                                  "listening on " + address.to_string()));
 
   ucp_listener_attr_t attr{};
   attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
-  STOKER_RETURN_IF_ERROR(from_ucs(ucp_listener_query(listener->listener_, &attr),
-                                  "ucp_listener_query"));
+  STOKER_RETURN_IF_ERROR(
+      from_ucs(ucp_listener_query(listener->listener_, &attr), "ucp_listener_query"));
   listener->address_.storage = attr.sockaddr;
   listener->address_.length = address.length;
   return listener;
 }
 
-void Listener::reject(ucp_conn_request_h request) const {
-  ucp_listener_reject(listener_, request);
-}
+void Listener::reject(ucp_conn_request_h request) const { ucp_listener_reject(listener_, request); }
 
 Listener::~Listener() {
   if (listener_ != nullptr) ucp_listener_destroy(listener_);

@@ -29,9 +29,9 @@ Result<std::unique_ptr<MemoryRegion>> MemoryRegion::map(std::shared_ptr<Context>
   params.address = address;
   params.length = length;
   params.memory_type = type;
-  STOKER_RETURN_IF_ERROR(from_ucs(ucp_mem_map(context->get(), &params, &region->memh_),
-                                  fmt::format("registering {} bytes of {} memory", length,
-                                              memory_kind_name(kind))));
+  STOKER_RETURN_IF_ERROR(
+      from_ucs(ucp_mem_map(context->get(), &params, &region->memh_),
+               fmt::format("registering {} bytes of {} memory", length, memory_kind_name(kind))));
   region->context_ = std::move(context);
   region->base_ = static_cast<const std::byte*>(address);
   region->length_ = length;
@@ -49,7 +49,8 @@ Result<std::vector<std::byte>> MemoryRegion::pack_rkey() const {
   size_t size = 0;
   STOKER_RETURN_IF_ERROR(
       from_ucs(ucp_rkey_pack(context_->get(), memh_, &buffer, &size), "ucp_rkey_pack"));
-  std::vector<std::byte> out(static_cast<std::byte*>(buffer), static_cast<std::byte*>(buffer) + size);
+  std::vector<std::byte> out(static_cast<std::byte*>(buffer),
+                             static_cast<std::byte*>(buffer) + size);
   ucp_rkey_buffer_release(buffer);
   return out;
 }
@@ -58,7 +59,8 @@ MemoryRegion::~MemoryRegion() {
   if (memh_ != nullptr) ucp_mem_unmap(context_->get(), memh_);
 }
 
-Result<std::unique_ptr<RemoteKey>> RemoteKey::unpack(ucp_ep_h ep, std::span<const std::byte> packed) {
+Result<std::unique_ptr<RemoteKey>> RemoteKey::unpack(ucp_ep_h ep,
+                                                     std::span<const std::byte> packed) {
   std::unique_ptr<RemoteKey> key(new RemoteKey());
   STOKER_RETURN_IF_ERROR(
       from_ucs(ucp_ep_rkey_unpack(ep, packed.data(), &key->rkey_), "unpacking a remote key"));

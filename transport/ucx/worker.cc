@@ -87,8 +87,8 @@ Status Worker::wait_for(ucs_status_ptr_t request, std::chrono::milliseconds time
       return timed_out(fmt::format("{}: no completion within {} ms", what, timeout.count()));
     }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
-    STOKER_RETURN_IF_ERROR(wait(std::clamp(left, std::chrono::milliseconds(1),
-                                           std::chrono::milliseconds(100))));
+    STOKER_RETURN_IF_ERROR(
+        wait(std::clamp(left, std::chrono::milliseconds(1), std::chrono::milliseconds(100))));
   }
   ucp_request_free(request);
   return from_ucs(status, what);

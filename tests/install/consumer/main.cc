@@ -56,8 +56,8 @@ int main() {
   for (size_t i = 0; i < payload.size(); ++i) payload[i] = pattern(i);
 
   std::optional<stoker::Status> completion;
-  if (auto st = (*sender)->post(sent, payload, [&](const stoker::Status& s) { completion = s; },
-                                kTimeout);
+  if (auto st = (*sender)->post(
+          sent, payload, [&](const stoker::Status& s) { completion = s; }, kTimeout);
       !st) {
     return fail("posting the batch: " + st.to_string());
   }
@@ -73,9 +73,9 @@ int main() {
     return fail("the landed descriptor differs from the one sent");
   }
   const stoker::TensorDescriptor& tensor = got.tensors[0];
-  if (tensor.name_view() != "pixels" || tensor.dtype != stoker::DType::kUInt8 ||
-      tensor.ndim != 2 || tensor.shape[0] != 64 || tensor.shape[1] != 64 ||
-      tensor.offset != 0 || tensor.bytes != kPayloadBytes) {
+  if (tensor.name_view() != "pixels" || tensor.dtype != stoker::DType::kUInt8 || tensor.ndim != 2 ||
+      tensor.shape[0] != 64 || tensor.shape[1] != 64 || tensor.offset != 0 ||
+      tensor.bytes != kPayloadBytes) {
     return fail("the landed tensor entry differs from the one sent");
   }
   const auto bytes = landed->tensor_bytes(0);

@@ -10,10 +10,12 @@
 # a slot and the consumer has taken it. Each point is the median of --reps
 # alternating runs. MB/s are ucx_perftest's (2^20 bytes per second). Each
 # sender gets --credits landing slots (a window of 64 by default; ucx_perftest
-# keeps up to 127 active messages in flight).
+# keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
+# sender sends every batch from one buffer (--reuse-buffer); --ring sends from
+# a ring of --credits buffers instead, as a real producer would (colder caches).
 #
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
-#                       [--iterations N] [--reps N] [--credits N] [--fanin N]
+#                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
 #                       [--fanin-size BYTES]
 set -euo pipefail
 
@@ -23,6 +25,7 @@ sizes="65536 1048576 4194304"
 iterations=3000
 reps=3
 credits=64
+source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
 port=$((20000 + RANDOM % 20000))
@@ -35,6 +38,7 @@ while [[ $# -gt 0 ]]; do
     --iterations) iterations=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
     --credits) credits=$2; shift 2 ;;
+    --ring) source=(); shift ;;
     --fanin) fanin=$2; shift 2 ;;
     --fanin-size) fanin_size=$2; shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
@@ -78,7 +82,8 @@ run_stoker() {  # tls size senders
   local clients=()
   for s in $(seq "$senders"); do
     UCX_TLS=$tls timeout 120 "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" \
-      --size "$size" --iterations "$iterations" --warmup 200 --buffers "$credits" --name "perf-$s" \
+      --size "$size" --iterations "$iterations" --warmup 200 --buffers "$credits" "${source[@]}" \
+      --name "perf-$s" \
       >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done

@@ -197,7 +197,7 @@ int run_server(const ServerArgs& args) {
     if (payload.size() >= 8) {
       uint64_t sent_ns = 0;
       std::memcpy(&sent_ns, payload.data(), 8);
-      s.latency_us.push_back(static_cast<double>(now_ns() - sent_ns) / 1e3);
+      if (sent_ns != 0) s.latency_us.push_back(static_cast<double>(now_ns() - sent_ns) / 1e3);
     }
   }
 
@@ -228,6 +228,7 @@ struct ClientArgs {
   size_t buffers = 16;
   int timeout_ms = 30'000;
   bool verify = false;
+  bool reuse_buffer = false;
 };
 
 int run_client(const ClientArgs& args) {
@@ -253,7 +254,7 @@ int run_client(const ClientArgs& args) {
   }
   auto& tx = **sender;
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
-  std::vector<std::byte> ring(max_size * args.buffers);
+  std::vector<std::byte> ring(max_size * (args.reuse_buffer ? 1 : args.buffers));
   if (Status st = tx.register_buffer(ring.data(), ring.size()); !st.is_ok()) {
     spdlog::warn("{} (sending without registration)", st.to_string());
   }
@@ -275,8 +276,11 @@ int run_client(const ClientArgs& args) {
         }
         start = Clock::now();
       }
-      const size_t b = i % args.buffers;
-      while (busy[b] != 0 && failure.is_ok()) {
+      // --reuse-buffer sends every batch from one buffer, in flight or not,
+      // as ucx_perftest does: transport speed with a cache-hot source, no
+      // meaningful contents or timestamps.
+      const size_t b = args.reuse_buffer ? 0 : i % args.buffers;
+      while (!args.reuse_buffer && busy[b] != 0 && failure.is_ok()) {
         if (Status st = tx.wait_for_completion(timeout); !st.is_ok()) failure = st;
       }
       if (!failure.is_ok()) break;
@@ -288,7 +292,7 @@ int run_client(const ClientArgs& args) {
       d.payload_bytes = size;
       const uint64_t shape[] = {size};
       (void)d.add_tensor("data", stoker::DType::kUInt8, shape, 0);
-      const uint64_t stamp = now_ns();
+      const uint64_t stamp = args.reuse_buffer ? 0 : now_ns();
       std::memcpy(p, &stamp, 8);
       busy[b] = 1;
       const auto posted = Clock::now();
@@ -364,6 +368,9 @@ int main(int argc, char** argv) {
   c->add_option("--buffers", client.buffers, "send buffers in the ring")
       ->check(CLI::PositiveNumber);
   c->add_flag("--verify", client.verify, "fill payloads with the pattern server --verify checks");
+  c->add_flag("--reuse-buffer", client.reuse_buffer,
+              "send everything from one buffer, as ucx_perftest does (no latency, no --verify)")
+      ->excludes("--verify");
   c->add_option("--timeout-ms", client.timeout_ms, "give up waiting for a credit after this long");
 
   CLI11_PARSE(app, argc, argv);

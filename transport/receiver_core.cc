@@ -20,6 +20,9 @@ constexpr auto kIdleWait = std::chrono::milliseconds(100);
 // sleeps on the wakeup fd: long enough to bridge the gaps of a busy stream,
 // short enough that an idle receiver costs nothing.
 constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
+// Under a steady stream the worker is never idle; a disconnect is settled
+// after this long anyway (a goodbye sent before it has arrived by then).
+constexpr auto kDisconnectGrace = std::chrono::milliseconds(20);
 
 std::span<const std::byte> bytes_of(const void* p, size_t n) {
   return {static_cast<const std::byte*>(p), n};
@@ -120,7 +123,7 @@ void ReceiverCore::run() {
   auto last_event = std::chrono::steady_clock::now();
   while (!stopping_.load(std::memory_order_acquire)) {
     const unsigned events = worker_->progress();
-    settle_disconnects();
+    settle_disconnects(/*idle=*/events == 0);
     const bool released = drain_releases();
     send_credits();
     reap_retired();
@@ -419,11 +422,14 @@ void ReceiverCore::on_sender_error(uint32_t sender_id, ucs_status_t status) {
   // In active-message mode a clean goodbye travels on the data endpoint and
   // the disconnect on the control endpoint, and UCX may report the second first. Decide once the
   // worker has nothing more to deliver (settle_disconnects).
-  disconnects_.emplace_back(sender_id, status);
+  disconnects_.push_back({sender_id, status, std::chrono::steady_clock::now()});
 }
 
-void ReceiverCore::settle_disconnects() {
-  for (auto [sender_id, status] : std::exchange(disconnects_, {})) {
+void ReceiverCore::settle_disconnects(bool idle) {
+  if (disconnects_.empty()) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!idle && now - disconnects_.front().when < kDisconnectGrace) return;
+  for (auto [sender_id, status, when] : std::exchange(disconnects_, {})) {
     Sender* sender = find_sender(sender_id);
     if (sender == nullptr) continue;
     if (!sender->finished) {

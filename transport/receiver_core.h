@@ -93,7 +93,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   static void on_landed(void* request, ucs_status_t status, size_t length, void* user_data);
   void accept(ucp_conn_request_h request);
   void on_sender_error(uint32_t sender_id, ucs_status_t status);
-  void settle_disconnects();
+  // Settles disconnects once the worker is drained (`idle`) or they are old
+  // enough that anything sent before them has been delivered.
+  void settle_disconnects(bool idle);
   void reclaim_landing_slots(uint32_t sender_id);
 
   // Slot and credit bookkeeping (progress thread).
@@ -128,7 +130,12 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   std::vector<uint32_t> free_slots_;
   std::vector<std::unique_ptr<Sender>> senders_;
   std::vector<std::unique_ptr<Sender>> retired_;                // endpoints to close
-  std::vector<std::pair<uint32_t, ucs_status_t>> disconnects_;  // to settle
+  struct Disconnect {
+    uint32_t sender_id;
+    ucs_status_t status;
+    std::chrono::steady_clock::time_point when;
+  };
+  std::vector<Disconnect> disconnects_;  // to settle
   uint32_t next_sender_id_ = 1;
 
   // Consumer <-> progress thread.

@@ -129,7 +129,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   std::vector<Slot> slots_;
   std::vector<uint32_t> free_slots_;
   std::vector<std::unique_ptr<Sender>> senders_;
-  std::vector<std::unique_ptr<Sender>> retired_;                // endpoints to close
+  std::vector<std::unique_ptr<Sender>> retired_;  // endpoints to close
   struct Disconnect {
     uint32_t sender_id;
     ucs_status_t status;

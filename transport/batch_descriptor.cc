@@ -141,6 +141,20 @@ Result<size_t> BatchDescriptor::encode(std::span<std::byte> out) const {
   return w.size();
 }
 
+Result<size_t> BatchDescriptor::encoded_size_of(std::span<const std::byte> in) {
+  if (in.size() < kDescriptorHeaderBytes) {
+    return protocol_error(fmt::format("descriptor of {} bytes is shorter than its {}-byte header",
+                                      in.size(), kDescriptorHeaderBytes));
+  }
+  wire::ByteReader r(in.subspan(6, 2));  // after magic (4) and version (2)
+  const auto tensor_count = r.get<uint16_t>();
+  if (tensor_count > kMaxTensors) {
+    return protocol_error(
+        fmt::format("{} tensors declared, at most {} are allowed", tensor_count, kMaxTensors));
+  }
+  return kDescriptorHeaderBytes + size_t{tensor_count} * kTensorEntryBytes;
+}
+
 Result<BatchDescriptor> BatchDescriptor::decode(std::span<const std::byte> in) {
   wire::ByteReader r(in);
   const auto magic = r.get<uint32_t>();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "stoker/memory.h"
+#include "transport/byte_codec.h"
 #include "transport/data_plane_messages.h"
 #include "transport/host_identity.h"
 #include "transport/ucx/am_send.h"
@@ -332,8 +333,7 @@ void BatchSender::Impl::queue_ready_notice(const Op* op) {
 
 void BatchSender::Impl::send_ready_notices() {
   if (ready_count_ == 0) return;
-  ready_notices_[0] = static_cast<std::byte>(ready_count_ & 0xFF);
-  ready_notices_[1] = static_cast<std::byte>(ready_count_ >> 8);
+  wire::ByteWriter(std::span(ready_notices_).first(2)).put(ready_count_);
   // On the control endpoint, never into the receiver's shared-memory FIFO:
   // UCX's FIFO is shared by every sender, and one killed halfway through
   // writing an element would block it for all of them.

@@ -239,16 +239,15 @@ Result<std::vector<BatchReady>> BatchReady::decode_list(std::span<const std::byt
   out.reserve(count);
   size_t pos = 2;
   for (uint16_t i = 0; i < count; ++i) {
-    // slot (4) + descriptor header, whose bytes 6-7 hold its tensor count.
-    if (in.size() - pos < 4 + kDescriptorHeaderBytes) {
-      return protocol_error(fmt::format("ready notice entry {} of {} is truncated", i, count));
+    // An entry is a slot (4 bytes) and a descriptor whose header gives its size.
+    auto descriptor_bytes = in.size() - pos < 4
+                                ? Result<size_t>(protocol_error("no room for a slot id"))
+                                : BatchDescriptor::encoded_size_of(in.subspan(pos + 4));
+    if (!descriptor_bytes.is_ok()) {
+      return descriptor_bytes.status().with_context(
+          fmt::format("ready notice entry {} of {}", i, count));
     }
-    const size_t tensors =
-        static_cast<size_t>(in[pos + 4 + 6]) | static_cast<size_t>(in[pos + 4 + 7]) << 8;
-    if (tensors > kMaxTensors) {
-      return protocol_error(fmt::format("ready notice entry {}: {} tensors", i, tensors));
-    }
-    const size_t entry = 4 + kDescriptorHeaderBytes + tensors * kTensorEntryBytes;
+    const size_t entry = 4 + *descriptor_bytes;
     if (in.size() - pos < entry) {
       return protocol_error(fmt::format("ready notice entry {} of {} is truncated", i, count));
     }

@@ -57,6 +57,11 @@ struct BatchDescriptor {
   // the bytes written. Fails on a descriptor that decode() would reject.
   Result<size_t> encode(std::span<std::byte> out) const;
 
+  // The size of the encoded descriptor that starts `in`, read from its
+  // header alone: for splitting a run of descriptors. Fails on a short
+  // header or a tensor count above kMaxTensors.
+  static Result<size_t> encoded_size_of(std::span<const std::byte> in);
+
   // Parses and validates the wire form: magic, version, table size, dtypes,
   // dimensions, names, and that every tensor lies inside payload_bytes.
   static Result<BatchDescriptor> decode(std::span<const std::byte> in);

@@ -2,6 +2,7 @@
 // malformed, truncated and oversized input.
 #include "transport/data_plane_messages.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace stoker::wire {
@@ -98,6 +99,41 @@ TEST(DataPlaneMessages, BatchReadyCarriesSlotAndDescriptor) {
   EXPECT_EQ(back->slot, 12u);
   EXPECT_EQ(back->descriptor.tensors[0].dtype, DType::kFloat32);
   EXPECT_FALSE(BatchReady::decode(std::span(bytes).first(3)).is_ok());
+}
+
+TEST(DataPlaneMessages, ReadyNoticeListSplitsEntriesOfEverySize) {
+  // Two entries with different tensor counts, as the sender batches them.
+  std::vector<std::byte> message(2);
+  for (uint32_t slot : {3u, 9u}) {
+    BatchReady ready;
+    ready.slot = slot;
+    const uint64_t shape[] = {16};
+    for (uint32_t t = 0; t < slot / 3; ++t) {
+      ASSERT_TRUE(
+          ready.descriptor.add_tensor(fmt::format("t{}", t), DType::kUInt8, shape, 16 * t).is_ok());
+    }
+    ready.descriptor.payload_bytes = 16 * (slot / 3);
+    std::vector<std::byte> entry(4 + ready.descriptor.encoded_size());
+    ASSERT_TRUE(ready.encode(entry).is_ok());
+    message.insert(message.end(), entry.begin(), entry.end());
+  }
+  message[0] = std::byte{2};
+  auto list = BatchReady::decode_list(message);
+  ASSERT_TRUE(list.is_ok()) << list.status().to_string();
+  ASSERT_EQ(list->size(), 2u);
+  EXPECT_EQ((*list)[0].slot, 3u);
+  EXPECT_EQ((*list)[1].descriptor.tensor_count, 3);
+
+  for (size_t n = 0; n < message.size(); ++n) {
+    EXPECT_FALSE(BatchReady::decode_list(std::span(message).first(n)).is_ok()) << n;
+  }
+  message.push_back(std::byte{0});
+  EXPECT_NE(BatchReady::decode_list(message).status().message().find("trailing"),
+            std::string::npos);
+  message.pop_back();
+  message[2 + 4 + 6] = std::byte{17};  // first entry declares 17 tensors
+  EXPECT_NE(BatchReady::decode_list(message).status().message().find("17 tensors"),
+            std::string::npos);
 }
 
 }  // namespace

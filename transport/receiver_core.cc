@@ -552,7 +552,7 @@ void ReceiverCore::land(uint32_t slot) {
   bool wake;
   {
     std::lock_guard lock(ready_mu_);
-    ready_.push_back(Ready{slot, s.sender, s.descriptor});
+    ready_.push_back(slot);
     wake = waiting_consumers_ > 0;
   }
   if (wake) ready_cv_.notify_one();  // a futex call only when someone sleeps
@@ -608,18 +608,19 @@ Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
   --waiting_consumers_;
   if (!ready) return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
   if (ready_.empty()) return cancelled("the receiver is stopping");
-  Ready r = std::move(ready_.front());
+  const uint32_t slot = ready_.front();
   ready_.pop_front();
   lock.unlock();
 
+  const Slot& landed = slots_[slot];
   LandedBatch batch;
   batch.core_ = shared_from_this();
-  batch.slot_ = r.slot;
-  batch.sender_id_ = r.sender;
+  batch.slot_ = slot;
+  batch.sender_id_ = landed.sender;
   batch.memory_kind_ = pool_.kind();
-  batch.payload_ = {pool_.data() + size_t{r.slot} * options_.slot_bytes,
-                    static_cast<size_t>(r.descriptor.payload_bytes)};
-  batch.descriptor_ = r.descriptor;
+  batch.payload_ = {pool_.data() + size_t{slot} * options_.slot_bytes,
+                    static_cast<size_t>(landed.descriptor.payload_bytes)};
+  batch.descriptor_ = landed.descriptor;
   return batch;
 }
 

@@ -69,12 +69,6 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::vector<uint32_t> credits_to_send;  // granted but not yet told
     uint32_t deficit = 0;                   // credits owed when slots free up
   };
-  struct Ready {
-    uint32_t slot;
-    uint32_t sender;
-    BatchDescriptor descriptor;
-  };
-
   explicit ReceiverCore(ReceiverOptions options) : options_(std::move(options)) {}
   Status init();
   void run();
@@ -141,7 +135,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // Consumer <-> progress thread.
   mutable std::mutex ready_mu_;
   std::condition_variable ready_cv_;
-  std::deque<Ready> ready_;
+  // Landed slots waiting for the consumer, which reads their descriptor and
+  // sender from slots_: nothing writes a landed slot until it is released.
+  std::deque<uint32_t> ready_;
   int waiting_consumers_ = 0;  // in next(), under ready_mu_
   std::mutex release_mu_;
   std::vector<uint32_t> releases_;

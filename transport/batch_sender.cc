@@ -149,9 +149,9 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   // allows (TCP in UCX 1.13); a second endpoint by worker address can use all
   // of them, shared memory and RDMA included, and several rails at once.
   // Batches travel on that one. It has no peer-failure handling: in UCX 1.13
-  // asking for it rules out shared memory and multi-rail TCP (it halves TCP
-  // bandwidth on loopback). The control endpoint, which has it, tells both
-  // sides when the other dies.
+  // asking for it rules out shared memory and multi-rail TCP (a single rail
+  // cost 30% at 1 MiB on loopback, docs/perf.md). The control endpoint, which
+  // has it, tells both sides when the other dies.
   const bool shared_memory = !impl->welcome_.host_identity.empty() &&
                              impl->welcome_.host_identity == host_identity() &&
                              ucx_shared_memory_enabled();

@@ -83,7 +83,8 @@ class Pattern {
     if (n > 8) std::memcpy(p + 8, source(sequence), n - 8);
   }
   bool check(const std::byte* p, size_t n, uint64_t sequence) const {
-    return n <= 8 || n > table_.size() - 251 || std::memcmp(p + 8, source(sequence), n - 8) == 0;
+    // A payload longer than the table cannot be checked: count it as corrupt.
+    return n <= 8 || (n <= table_.size() - 251 && std::memcmp(p + 8, source(sequence), n - 8) == 0);
   }
 
  private:

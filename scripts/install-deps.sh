@@ -8,6 +8,13 @@ packages=(
   libucx-dev ucx-utils libibverbs-dev        # transport; ucx_perftest is the reference
   libfmt-dev libspdlog-dev libcli11-dev      # logging, CLI
   libgtest-dev libgmock-dev clang-format     # tests, style check
+  libprotobuf-dev protobuf-compiler          # control messages, journal records
+  libssl-dev                                 # HMAC-SHA256 for the cluster secret
+  nlohmann-json3-dev libcpp-httplib-dev      # pipeline specs, /metrics
+  libturbojpeg0-dev libarchive-dev zlib1g-dev  # JPEG, tar shards, gzip (IDX)
+  clang libclang-rt-14-dev                   # libFuzzer targets
+  dataset-fashion-mnist                      # the real dataset tests and the demo use
+  python3-pil python3-numpy python3-torch    # independent references in tests
 )
 
 missing=()

@@ -8,7 +8,7 @@
 
 #include <cstring>
 
-#include "transport/byte_codec.h"
+#include "common/byte_codec.h"
 
 namespace stoker {
 namespace {
@@ -106,6 +106,9 @@ Status BatchDescriptor::validate() const {
     return protocol_error(
         fmt::format("{} tensors declared, at most {} are allowed", tensor_count, kMaxTensors));
   }
+  if ((flags & ~kKnownBatchFlags) != 0) {
+    return protocol_error(fmt::format("unknown flag bits {:#x}", flags & ~kKnownBatchFlags));
+  }
   for (size_t i = 0; i < tensor_count; ++i) {
     STOKER_RETURN_IF_ERROR(validate_tensor(tensors[i], i, payload_bytes));
   }
@@ -123,6 +126,9 @@ Result<size_t> BatchDescriptor::encode(std::span<std::byte> out) const {
   w.put(sequence);
   w.put(round);
   w.put(payload_bytes);
+  w.put(iteration);
+  w.put(flags);
+  w.put(uint32_t{0});  // reserved
   for (size_t i = 0; i < tensor_count; ++i) {
     const TensorDescriptor& t = tensors[i];
     w.put_fixed_string(t.name_view(), kMaxTensorName + 1);
@@ -179,10 +185,14 @@ Result<BatchDescriptor> BatchDescriptor::decode(std::span<const std::byte> in) {
   d.sequence = r.get<uint64_t>();
   d.round = r.get<uint64_t>();
   d.payload_bytes = r.get<uint64_t>();
+  d.iteration = r.get<uint64_t>();
+  d.flags = r.get<uint32_t>();
+  const auto reserved = r.get<uint32_t>();
   if (r.underflowed()) {
     return protocol_error(fmt::format("descriptor of {} bytes is shorter than its {}-byte header",
                                       in.size(), kDescriptorHeaderBytes));
   }
+  if (reserved != 0) return protocol_error("descriptor header: reserved bytes are not zero");
   if (d.tensor_count > kMaxTensors) {
     return protocol_error(
         fmt::format("{} tensors declared, at most {} are allowed", d.tensor_count, kMaxTensors));

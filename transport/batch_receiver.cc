@@ -23,6 +23,8 @@ std::string_view reject_reason_name(RejectReason reason) {
       return "unknown_sender";
     case RejectReason::kLandingFailed:
       return "landing_failed";
+    case RejectReason::kUnauthorized:
+      return "unauthorized";
   }
   return "unknown";
 }
@@ -38,6 +40,7 @@ LandedBatch& LandedBatch::operator=(LandedBatch&& other) noexcept {
     release();
     core_ = std::move(other.core_);
     slot_ = other.slot_;
+    producer_id_ = other.producer_id_;
     sender_id_ = other.sender_id_;
     memory_kind_ = other.memory_kind_;
     descriptor_ = other.descriptor_;

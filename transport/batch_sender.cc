@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "stoker/memory.h"
-#include "transport/byte_codec.h"
+#include "common/byte_codec.h"
 #include "transport/data_plane_messages.h"
 #include "transport/host_identity.h"
 #include "transport/ucx/am_send.h"
@@ -139,7 +139,10 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
                           ucx::Endpoint::connect(*impl->worker_, address, [raw](ucs_status_t st) {
                             raw->fail(ucx::from_ucs(st, "connection lost"));
                           }));
-  wire::Hello hello{.version = wire::kDataPlaneVersion, .name = impl->options_.name};
+  wire::Hello hello{.version = wire::kDataPlaneVersion,
+                    .producer_id = impl->options_.producer_id,
+                    .name = impl->options_.name,
+                    .access_token = impl->options_.access_token};
   STOKER_RETURN_IF_ERROR(
       ucx::send_control_am(impl->ep_->get(), static_cast<uint16_t>(AmId::kHello), hello.encode()));
   const auto deadline = std::chrono::steady_clock::now() + impl->options_.connect_timeout;

@@ -5,7 +5,7 @@
 
 #include "stoker/memory.h"
 
-#include "transport/byte_codec.h"
+#include "common/byte_codec.h"
 
 namespace stoker {
 
@@ -60,11 +60,13 @@ Status expect_end(const ByteReader& r, std::string_view what) {
 }  // namespace
 
 std::vector<std::byte> Hello::encode() const {
-  std::vector<std::byte> buf(16 + name.size());
+  std::vector<std::byte> buf(32 + name.size() + access_token.size());
   ByteWriter w(buf);
   w.put(kHelloMagic);
   w.put(version);
+  w.put(producer_id);
   put_string(w, name.substr(0, kMaxNameBytes));
+  put_string(w, access_token.substr(0, kMaxAccessTokenBytes));
   return finish(std::move(buf), w);
 }
 
@@ -83,7 +85,10 @@ Result<Hello> Hello::decode(std::span<const std::byte> in) {
         fmt::format("sender speaks data-plane protocol version {}, this receiver speaks {}",
                     h.version, kDataPlaneVersion));
   }
+  h.producer_id = r.get<uint64_t>();
   STOKER_ASSIGN_OR_RETURN(h.name, get_string(r, kMaxNameBytes, "hello: sender name"));
+  STOKER_ASSIGN_OR_RETURN(h.access_token,
+                          get_string(r, kMaxAccessTokenBytes, "hello: access token"));
   STOKER_RETURN_IF_ERROR(expect_end(r, "hello"));
   return h;
 }

@@ -17,9 +17,10 @@ namespace stoker::wire {
 
 // Version of the handshake, credit and ready messages. A peer with another
 // version is refused with a message naming both.
-inline constexpr uint16_t kDataPlaneVersion = 1;
+inline constexpr uint16_t kDataPlaneVersion = 2;
 inline constexpr uint32_t kHelloMagic = 0x4C454853;  // "SHEL"
 inline constexpr size_t kMaxNameBytes = 64;
+inline constexpr size_t kMaxAccessTokenBytes = 128;
 inline constexpr size_t kMaxRkeyBytes = 4096;
 inline constexpr size_t kMaxWorkerAddressBytes = 8192;
 inline constexpr size_t kMaxRefusalBytes = 512;
@@ -41,7 +42,9 @@ enum class AmId : uint16_t {
 
 struct Hello {
   uint16_t version = kDataPlaneVersion;
-  std::string name;  // for logs: "worker-3"
+  uint64_t producer_id = 0;  // who produces the batches (a worker id), for the consumer
+  std::string name;          // for logs: "worker-3"
+  std::string access_token;  // must equal the receiver's, when it has one
 
   std::vector<std::byte> encode() const;
   static Result<Hello> decode(std::span<const std::byte> in);

@@ -28,6 +28,17 @@ std::span<const std::byte> bytes_of(const void* p, size_t n) {
   return {static_cast<const std::byte*>(p), n};
 }
 
+// Compares without an early exit, so the time taken does not tell how much
+// of a guessed token was right.
+bool tokens_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
 RejectReason reason_for(const Status& status) {
   return status.code() == StatusCode::kVersionMismatch ? RejectReason::kUnsupportedVersion
                                                        : RejectReason::kMalformedDescriptor;
@@ -198,8 +209,19 @@ ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header
     return UCS_OK;
   }
   auto hello = wire::Hello::decode(bytes_of(header, header_length));
+  RejectReason reason = RejectReason::kUnsupportedVersion;
   if (!hello.is_ok()) {
-    self->reject(sender, reason_for(hello.status()), hello.status());
+    reason = reason_for(hello.status());
+  } else if (!self->options_.access_token.empty() &&
+             !tokens_equal(hello->access_token, self->options_.access_token)) {
+    hello = Status(StatusCode::kUnauthorized,
+                   fmt::format("{} presented {} access token: this receiver serves only the "
+                               "workers of its job",
+                               sender->label, hello->access_token.empty() ? "no" : "a wrong"));
+    reason = RejectReason::kUnauthorized;
+  }
+  if (!hello.is_ok()) {
+    self->reject(sender, reason, hello.status());
     const Status sent = ucx::send_control_am(
         sender->ep->get(), static_cast<uint16_t>(wire::AmId::kRefuse),
         wire::Refusal{.version = wire::kDataPlaneVersion, .reason = hello.status().message()}
@@ -210,6 +232,7 @@ ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header
     return UCS_OK;
   }
   if (!hello->name.empty()) sender->label += " " + hello->name;
+  sender->producer_id = hello->producer_id;
   sender->attach_token = self->token_source_();
   wire::Welcome welcome;
   welcome.sender_id = sender->id;
@@ -302,6 +325,7 @@ ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header
   }
   Slot& s = self->slots_[slot];
   s.state = Slot::State::kLanding;
+  s.producer = sender->producer_id;
   s.descriptor = std::move(descriptor).value();
   std::byte* dst = self->pool_.data() + size_t{slot} * self->options_.slot_bytes;
   if (!rndv) {
@@ -392,6 +416,7 @@ void ReceiverCore::accept_ready(Sender& sender, const wire::BatchReady& ready) {
   }
   Slot& s = slots_[ready.slot];
   s.state = Slot::State::kLanding;
+  s.producer = sender.producer_id;
   s.descriptor = ready.descriptor;
   land(ready.slot);
 }
@@ -592,7 +617,8 @@ void ReceiverCore::send_credits() {
 
 void ReceiverCore::emit(PeerEvent::Kind kind, const Sender& sender, Status status) {
   if (options_.on_peer_event) {
-    options_.on_peer_event(PeerEvent{kind, sender.id, sender.label, std::move(status)});
+    options_.on_peer_event(
+        PeerEvent{kind, sender.id, sender.producer_id, sender.label, std::move(status)});
   }
 }
 
@@ -617,6 +643,7 @@ Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
   batch.core_ = shared_from_this();
   batch.slot_ = slot;
   batch.sender_id_ = landed.sender;
+  batch.producer_id_ = landed.producer;
   batch.memory_kind_ = pool_.kind();
   batch.payload_ = {pool_.data() + size_t{slot} * options_.slot_bytes,
                     static_cast<size_t>(landed.descriptor.payload_bytes)};

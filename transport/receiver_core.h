@@ -48,6 +48,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     enum class State : uint8_t { kFree, kGranted, kLanding, kLanded };
     State state = State::kFree;
     uint32_t sender = 0;
+    uint64_t producer = 0;  // the sender's producer id, kept for the consumer
     BatchDescriptor descriptor;
     ReceiverCore* core = nullptr;  // user_data of the landing request
     uint32_t index = 0;
@@ -55,6 +56,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   };
   struct Sender {
     uint32_t id = 0;
+    uint64_t producer_id = 0;
     std::unique_ptr<ucx::Endpoint> ep;
     std::string label;
     PushMode mode = PushMode::kActiveMessage;

@@ -17,11 +17,11 @@
 namespace stoker {
 
 inline constexpr uint32_t kDescriptorMagic = 0x4B425453;  // "STBK" little-endian
-inline constexpr uint16_t kDescriptorVersion = 1;
+inline constexpr uint16_t kDescriptorVersion = 2;
 inline constexpr size_t kMaxTensors = 16;
 inline constexpr size_t kMaxDims = 8;
 inline constexpr size_t kMaxTensorName = 31;  // bytes, without the terminating NUL
-inline constexpr size_t kDescriptorHeaderBytes = 48;
+inline constexpr size_t kDescriptorHeaderBytes = 64;
 inline constexpr size_t kTensorEntryBytes = 120;
 
 struct TensorDescriptor {
@@ -36,11 +36,20 @@ struct TensorDescriptor {
   uint64_t element_count() const;
 };
 
+// Bits of BatchDescriptor::flags.
+enum BatchFlag : uint32_t {
+  // The last batch of its split: once it is delivered, the whole split is.
+  kLastOfSplit = 1u << 0,
+};
+inline constexpr uint32_t kKnownBatchFlags = kLastOfSplit;
+
 struct BatchDescriptor {
   uint64_t job_id = 0;
   uint64_t split_id = 0;
-  uint64_t sequence = 0;
-  uint64_t round = 0;
+  uint64_t sequence = 0;   // the batch's index within its split
+  uint64_t round = 0;      // coordinated reads: the round it belongs to
+  uint64_t iteration = 0;  // the epoch of the job it belongs to
+  uint32_t flags = 0;      // BatchFlag bits
   uint64_t payload_bytes = 0;
   uint16_t tensor_count = 0;
   std::array<TensorDescriptor, kMaxTensors> tensors{};

@@ -36,8 +36,9 @@ enum class RejectReason : uint8_t {
   kNoCredit,             // a sender sent without holding a credit (or a slot not granted to it)
   kUnknownSender,        // a batch from a peer that never completed the handshake
   kLandingFailed,        // the transfer into the slot failed (usually: the sender died)
+  kUnauthorized,         // a hello without the receiver's access token
 };
-inline constexpr size_t kRejectReasonCount = 7;
+inline constexpr size_t kRejectReasonCount = 8;
 std::string_view reject_reason_name(RejectReason reason);
 
 struct ReceiverStats {
@@ -57,7 +58,8 @@ struct PeerEvent {
   enum class Kind { kConnected, kFinished, kFailed };
   Kind kind;
   uint32_t sender_id;
-  std::string peer;  // "sender 3 (127.0.0.1:41234) worker-3"
+  uint64_t producer_id;  // as the sender declared it (SenderOptions::producer_id)
+  std::string peer;      // "sender 3 (127.0.0.1:41234) worker-3"
   Status status;     // why, for kFailed
 };
 
@@ -66,6 +68,10 @@ struct ReceiverOptions {
   size_t slot_bytes = size_t{4} << 20;
   uint32_t slot_count = 32;
   uint32_t credits_per_sender = 8;
+  // When set, only senders presenting this token are served; others are
+  // refused and counted as kUnauthorized. The coordinator hands a job's
+  // token to the job's workers and consumers.
+  std::string access_token;
   // Landing memory; null means pageable host memory. Device memory needs a
   // UCX with CUDA support (see plan_landing() in gpu/ for the fallback).
   std::shared_ptr<MemoryResource> landing_memory;
@@ -93,6 +99,7 @@ class LandedBatch {
   // The bytes of tensor i (i < descriptor().tensor_count).
   std::span<std::byte> tensor_bytes(size_t i) const;
   uint32_t sender_id() const { return sender_id_; }
+  uint64_t producer_id() const { return producer_id_; }  // SenderOptions::producer_id
   MemoryKind memory_kind() const { return memory_kind_; }
   bool valid() const { return core_ != nullptr; }
 
@@ -104,6 +111,7 @@ class LandedBatch {
   std::shared_ptr<detail::ReceiverCore> core_;
   uint32_t slot_ = 0;
   uint32_t sender_id_ = 0;
+  uint64_t producer_id_ = 0;
   MemoryKind memory_kind_ = MemoryKind::kHost;
   BatchDescriptor descriptor_;
   std::span<std::byte> payload_;

@@ -25,7 +25,9 @@ namespace stoker {
 struct SenderOptions {
   std::string receiver_address;  // "host:port" of a BatchReceiver
   PushMode mode = PushMode::kAuto;
-  std::string name;  // shown in the receiver's logs and events
+  std::string name;          // shown in the receiver's logs and events
+  uint64_t producer_id = 0;  // told to the receiver; LandedBatch::producer_id() returns it
+  std::string access_token;  // the receiver's ReceiverOptions::access_token, if it has one
   std::chrono::milliseconds connect_timeout{10'000};
 };
 

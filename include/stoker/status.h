@@ -10,16 +10,21 @@ namespace stoker {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,    // the caller passed something wrong
-  kProtocolError,      // a peer sent something malformed or out of order
-  kVersionMismatch,    // a peer speaks an incompatible protocol version
-  kUnavailable,        // a peer is unreachable or has failed
-  kTimedOut,           // a deadline passed
-  kResourceExhausted,  // out of memory, slots or credits
-  kUnsupported,        // this build, UCX or device cannot do it
-  kCancelled,          // the operation was shut down before it completed
-  kIoError,            // the OS or a library failed
-  kInternal,           // a stoker bug
+  kInvalidArgument,     // the caller passed something wrong
+  kProtocolError,       // a peer sent something malformed or out of order
+  kVersionMismatch,     // a peer speaks an incompatible protocol version
+  kUnavailable,         // a peer is unreachable or has failed
+  kTimedOut,            // a deadline passed
+  kResourceExhausted,   // out of memory, slots or credits
+  kUnsupported,         // this build, UCX or device cannot do it
+  kCancelled,           // the operation was shut down before it completed
+  kIoError,             // the OS or a library failed
+  kInternal,            // a stoker bug
+  kUnauthorized,        // a peer could not prove it may talk to us
+  kNotFound,            // the named thing (job, tensor, worker) does not exist
+  kAlreadyExists,       // the name is taken by something different
+  kFailedPrecondition,  // the call is wrong in the current state (released twice, ...)
+  kDataLoss,            // stored or received data is corrupt
 };
 
 std::string_view to_string(StatusCode code);
@@ -60,6 +65,13 @@ inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std
 inline Status cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 inline Status io_error(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
 inline Status internal_error(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status unauthorized(std::string m) { return {StatusCode::kUnauthorized, std::move(m)}; }
+inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
+inline Status already_exists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+inline Status failed_precondition(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
+inline Status data_loss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 
 }  // namespace stoker
 

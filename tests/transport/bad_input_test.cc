@@ -2,6 +2,7 @@
 // real UCX endpoints and sends malformed, oversized, credit-less and
 // wrong-version messages; each must be rejected and counted under its reason
 // while a well-behaved BatchSender keeps landing batches.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -153,13 +154,43 @@ class BadInput : public ::testing::Test {
 
 TEST_F(BadInput, AnotherProtocolVersionIsRefusedNamingBothVersions) {
   RawPeer peer(receiver_->address());
-  wire::Hello hello{.version = 2, .name = "future"};
+  wire::Hello hello{.version = 9, .name = "future"};
   peer.send_control(wire::AmId::kHello, hello.encode());
   ASSERT_TRUE(peer.progress_until([&] { return peer.refusal_.has_value(); }));
-  EXPECT_NE(peer.refusal_->reason.find("version 2"), std::string::npos) << peer.refusal_->reason;
-  EXPECT_NE(peer.refusal_->reason.find("speaks 1"), std::string::npos) << peer.refusal_->reason;
+  EXPECT_NE(peer.refusal_->reason.find("version 9"), std::string::npos) << peer.refusal_->reason;
+  EXPECT_NE(peer.refusal_->reason.find(fmt::format("speaks {}", wire::kDataPlaneVersion)),
+            std::string::npos)
+      << peer.refusal_->reason;
   EXPECT_EQ(rejected(RejectReason::kUnsupportedVersion), 1u);
   EXPECT_FALSE(peer.welcome_.has_value());
+}
+
+TEST(BadInputToken, SendersWithoutTheAccessTokenAreRefusedAndCounted) {
+  setenv("UCX_TLS", "tcp", 1);
+  auto receiver = BatchReceiver::start({.listen_address = "127.0.0.1:0",
+                                        .slot_bytes = 4096,
+                                        .slot_count = 8,
+                                        .credits_per_sender = 2,
+                                        .access_token = "job-7-secret"});
+  ASSERT_TRUE(receiver.is_ok()) << receiver.status().to_string();
+  for (const char* token : {"", "job-7-guess"}) {
+    auto sender = BatchSender::connect(
+        {.receiver_address = (*receiver)->address(), .name = "intruder", .access_token = token});
+    ASSERT_FALSE(sender.is_ok());
+    EXPECT_NE(sender.status().message().find("access token"), std::string::npos)
+        << sender.status().to_string();
+  }
+  EXPECT_EQ((*receiver)->stats().rejected_for(RejectReason::kUnauthorized), 2u);
+  auto good = BatchSender::connect({.receiver_address = (*receiver)->address(),
+                                    .name = "worker",
+                                    .producer_id = 77,
+                                    .access_token = "job-7-secret"});
+  ASSERT_TRUE(good.is_ok()) << good.status().to_string();
+  std::vector<std::byte> payload(64);
+  ASSERT_TRUE((*good)->post(describe(payload.size()), payload, nullptr, 10s).is_ok());
+  auto batch = (*receiver)->next(10s);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+  EXPECT_EQ(batch->producer_id(), 77u);
 }
 
 TEST_F(BadInput, LyingDescriptorsAreCountedAndOthersKeepBeingServed) {

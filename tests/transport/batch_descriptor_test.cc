@@ -17,6 +17,8 @@ BatchDescriptor image_batch() {
   d.split_id = 11;
   d.sequence = 123456789012ULL;
   d.round = 3;
+  d.iteration = 5;
+  d.flags = kLastOfSplit;
   const uint64_t images[] = {32, 224, 224, 3};
   const uint64_t labels[] = {32};
   const uint64_t image_bytes = 32 * 224 * 224 * 3;
@@ -53,6 +55,8 @@ TEST(BatchDescriptor, RoundTripsEveryField) {
   EXPECT_EQ(back->split_id, 11u);
   EXPECT_EQ(back->sequence, 123456789012ULL);
   EXPECT_EQ(back->round, 3u);
+  EXPECT_EQ(back->iteration, 5u);
+  EXPECT_EQ(back->flags, kLastOfSplit);
   EXPECT_EQ(back->payload_bytes, d.payload_bytes);
   ASSERT_EQ(back->tensor_count, 2);
   EXPECT_EQ(back->tensors[0].name_view(), "image");
@@ -81,7 +85,8 @@ TEST(BatchDescriptor, RejectsUnknownVersionNamingBoth) {
   ASSERT_FALSE(r.is_ok());
   EXPECT_EQ(r.status().code(), StatusCode::kVersionMismatch);
   EXPECT_NE(r.status().message().find("version 9"), std::string::npos);
-  EXPECT_NE(r.status().message().find("speaks 1"), std::string::npos);
+  EXPECT_NE(r.status().message().find(fmt::format("speaks {}", kDescriptorVersion)),
+            std::string::npos);
 }
 
 struct Corruption {
@@ -132,6 +137,8 @@ INSTANTIATE_TEST_SUITE_P(
         Corruption{"dim beyond ndim", kTensor0 + 56 + 8 * 5, 4, 8, "beyond ndim"},
         Corruption{"misaligned int32", kTensor0 + kTensorEntryBytes + 40, 3, 8, "aligned"},
         Corruption{"payload too small", 40, 16, 8, "beyond the 16-byte payload"},
+        Corruption{"unknown flag", 56, 0x80, 4, "unknown flag bits 0x80"},
+        Corruption{"header reserved", 60, 1, 4, "reserved bytes are not zero"},
         Corruption{"name not terminated", kTensor0 + 31, 'x', 1, "NUL-terminated"},
         Corruption{"empty name", kTensor0, 0, 1, "empty"}),
     [](const auto& param_info) {

@@ -9,19 +9,25 @@ namespace stoker::wire {
 namespace {
 
 TEST(DataPlaneMessages, HelloRoundTrips) {
-  Hello h{.version = kDataPlaneVersion, .name = "worker-3"};
+  Hello h{.version = kDataPlaneVersion,
+          .producer_id = 0x1122334455667788ULL,
+          .name = "worker-3",
+          .access_token = "job-token"};
   auto back = Hello::decode(h.encode());
   ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->producer_id, 0x1122334455667788ULL);
   EXPECT_EQ(back->name, "worker-3");
+  EXPECT_EQ(back->access_token, "job-token");
 }
 
 TEST(DataPlaneMessages, HelloFromAnotherVersionNamesBothVersions) {
-  Hello h{.version = 2, .name = "future"};
+  Hello h{.version = 9, .name = "future"};
   auto back = Hello::decode(h.encode());
   ASSERT_FALSE(back.is_ok());
   EXPECT_EQ(back.status().code(), StatusCode::kVersionMismatch);
-  EXPECT_NE(back.status().message().find("version 2"), std::string::npos);
-  EXPECT_NE(back.status().message().find("speaks 1"), std::string::npos);
+  EXPECT_NE(back.status().message().find("version 9"), std::string::npos);
+  EXPECT_NE(back.status().message().find(fmt::format("speaks {}", kDataPlaneVersion)),
+            std::string::npos);
 }
 
 TEST(DataPlaneMessages, HelloRejectsGarbageAndTruncation) {

@@ -9,8 +9,8 @@
 #include <deque>
 #include <vector>
 
-#include "stoker/memory.h"
 #include "common/byte_codec.h"
+#include "stoker/memory.h"
 #include "transport/data_plane_messages.h"
 #include "transport/host_identity.h"
 #include "transport/ucx/am_send.h"

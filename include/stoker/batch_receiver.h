@@ -60,7 +60,7 @@ struct PeerEvent {
   uint32_t sender_id;
   uint64_t producer_id;  // as the sender declared it (SenderOptions::producer_id)
   std::string peer;      // "sender 3 (127.0.0.1:41234) worker-3"
-  Status status;     // why, for kFailed
+  Status status;         // why, for kFailed
 };
 
 struct ReceiverOptions {

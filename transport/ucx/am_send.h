@@ -13,8 +13,10 @@
 
 namespace stoker::ucx {
 
-// Sends `header` (no payload) as active message `id`. Errors that surface
-// later (a dead peer) are reported by the endpoint's error handler.
-Status send_control_am(ucp_ep_h ep, uint16_t id, std::vector<std::byte> header);
+// Sends `header` and `payload` as eager active message `id`, owning both
+// until UCX is done with them. Errors that surface later (a dead peer) are
+// reported by the endpoint's error handler.
+Status send_control_am(ucp_ep_h ep, uint16_t id, std::vector<std::byte> header,
+                       std::vector<std::byte> payload = {});
 
 }  // namespace stoker::ucx

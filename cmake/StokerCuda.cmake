@@ -17,10 +17,12 @@ if(NOT STOKER_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES 90)
     endif()
     enable_language(CUDA)
-    set(CMAKE_CUDA_STANDARD 20)
+    # nvcc compiles only gpu/collate/kernels.cu and the headers it includes,
+    # which are kept to C++17: CMake before 3.26 knows no C++20 flag for nvcc.
+    set(CMAKE_CUDA_STANDARD 17)
     set(CMAKE_CUDA_STANDARD_REQUIRED ON)
     find_package(CUDAToolkit REQUIRED)
-    # NCCL is for tensor-parallel fan-out (gpu/, a later issue); report it now.
+    # NCCL is for tensor-parallel fan-out (gpu/nccl_fanout.cc), built when found.
     find_package(NCCL)
     set(STOKER_HAVE_CUDA ON)
   elseif(STOKER_CUDA STREQUAL "ON")
@@ -29,8 +31,10 @@ if(NOT STOKER_CUDA STREQUAL "OFF")
   endif()
 endif()
 
+# OpenMP runs collation on host threads: the whole of it in a build without
+# CUDA, and calls on host or pinned memory in a CUDA build.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 if(NOT STOKER_HAVE_CUDA)
-  find_package(OpenMP REQUIRED COMPONENTS CXX)
   # Thrust and CUB are header-only; the OpenMP backend needs only their headers.
   find_path(STOKER_THRUST_INCLUDE_DIR thrust/version.h
             HINTS /usr/local/cuda/include /usr/local/cuda /usr/include ENV CUDA_HOME

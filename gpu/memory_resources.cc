@@ -2,6 +2,7 @@
 // without CUDA they do not exist and make_memory_resource() says so.
 #include <fmt/format.h>
 
+#include "gpu/cuda_status.h"
 #include "stoker/landing.h"
 #include "stoker/memory.h"
 
@@ -13,15 +14,6 @@ namespace stoker {
 namespace {
 
 #ifdef STOKER_HAVE_CUDA
-Status cuda_status(cudaError_t err, std::string_view what) {
-  if (err == cudaSuccess) return Status::ok();
-  const StatusCode code = err == cudaErrorMemoryAllocation ? StatusCode::kResourceExhausted
-                          : (err == cudaErrorNoDevice || err == cudaErrorInsufficientDriver)
-                              ? StatusCode::kUnsupported
-                              : StatusCode::kIoError;
-  return {code, fmt::format("{}: {} ({})", what, cudaGetErrorString(err), cudaGetErrorName(err))};
-}
-
 class CudaMemoryResource final : public MemoryResource {
  public:
   CudaMemoryResource(MemoryKind kind, int device) : kind_(kind), device_(device) {}

@@ -1,0 +1,57 @@
+"""Hands stoker's legacy DLPack tensors to a real consumer, torch (1.13 on
+Debian 12), through a "dltensor" PyCapsule built with ctypes: torch must see
+the values, dtype and shape without copying, and releasing the torch tensor
+must run stoker's deleter exactly once.
+
+Usage: /usr/bin/python3 dlpack_torch_test.py LIBRARY
+Exits 0 on success, 1 on failure, 77 (skip) when torch is not installed."""
+import ctypes
+import gc
+import sys
+
+try:
+    import torch
+    import torch.utils.dlpack
+except ImportError:
+    print("torch is not installed for", sys.executable, "- skipping")
+    sys.exit(77)
+
+lib = ctypes.CDLL(sys.argv[1])
+lib.stoker_test_export.restype = ctypes.c_void_p
+lib.stoker_test_export.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_void_p)]
+lib.stoker_test_released.restype = ctypes.c_int
+capsule_new = ctypes.pythonapi.PyCapsule_New
+capsule_new.restype = ctypes.py_object
+capsule_new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+cases = [
+    (0, torch.float32, [[0.0, 0.5, 1.0], [1.5, 2.0, 2.5]]),
+    (1, torch.int64, [-2, -1, 0, 1]),
+    (2, torch.bfloat16, [1.0, -2.0, 0.5]),
+    (3, torch.uint8, [1, 0, 1]),  # bool travels as uint8 to pre-0.8 consumers
+]
+failures = 0
+for which, dtype, expected in cases:
+    data = ctypes.c_void_p()
+    pointer = lib.stoker_test_export(which, ctypes.byref(data))
+    assert pointer, f"export of tensor {which} failed"
+    tensor = torch.utils.dlpack.from_dlpack(capsule_new(pointer, b"dltensor", None))
+    problems = []
+    if tensor.dtype != dtype:
+        problems.append(f"dtype {tensor.dtype}, expected {dtype}")
+    if tensor.tolist() != expected:
+        problems.append(f"values {tensor.tolist()}, expected {expected}")
+    if tensor.data_ptr() != data.value:
+        problems.append("torch copied the data instead of sharing it")
+    released = lib.stoker_test_released()
+    del tensor
+    gc.collect()
+    if lib.stoker_test_released() != released + 1:
+        problems.append(f"deleter ran {lib.stoker_test_released() - released} times, expected 1")
+    for p in problems:
+        print(f"tensor {which}: {p}")
+    failures += len(problems)
+    if not problems:
+        print(f"tensor {which}: {dtype} {expected} shared with torch {torch.__version__}, "
+              "deleter ran once")
+sys.exit(1 if failures else 0)

@@ -8,8 +8,9 @@ set(STOKER_INSTALL_CMAKEDIR "${CMAKE_INSTALL_LIBDIR}/cmake/stoker")
 set_target_properties(stoker_common PROPERTIES EXPORT_NAME common)
 set_target_properties(stoker_control_proto PROPERTIES EXPORT_NAME control_proto)
 set_target_properties(stoker_transport PROPERTIES EXPORT_NAME transport)
+set_target_properties(stoker_client PROPERTIES EXPORT_NAME client)
 set_target_properties(stoker_gpu PROPERTIES EXPORT_NAME gpu)
-install(TARGETS stoker stoker_common stoker_control_proto stoker_transport stoker_gpu EXPORT stokerTargets)
+install(TARGETS stoker stoker_common stoker_control_proto stoker_transport stoker_client stoker_gpu EXPORT stokerTargets)
 install(DIRECTORY include/stoker/ DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}/stoker"
         FILES_MATCHING PATTERN "*.h")
 

@@ -39,6 +39,8 @@ std::string_view to_string(StatusCode code) {
       return "failed precondition";
     case StatusCode::kDataLoss:
       return "data loss";
+    case StatusCode::kOutOfRange:
+      return "out of range";
   }
   return "unknown status";
 }

@@ -24,6 +24,7 @@
 #include <map>
 #include <vector>
 
+#include "common/byte_size.h"
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
 #include "stoker/landing.h"
@@ -41,21 +42,6 @@ uint64_t now_ns() {
   return static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
           .count());
-}
-
-// "64K", "1M", "4194304" -> bytes.
-stoker::Result<size_t> parse_size(std::string_view text) {
-  size_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end == text.data()) {
-    return stoker::invalid_argument(fmt::format("'{}' is not a size", text));
-  }
-  std::string_view suffix(end, static_cast<size_t>(text.data() + text.size() - end));
-  if (suffix.empty()) return value;
-  if (suffix == "K" || suffix == "k") return value << 10;
-  if (suffix == "M" || suffix == "m") return value << 20;
-  if (suffix == "G" || suffix == "g") return value << 30;
-  return stoker::invalid_argument(fmt::format("'{}': unknown size suffix '{}'", text, suffix));
 }
 
 double percentile(std::vector<double>& v, double p) {
@@ -112,7 +98,7 @@ struct SizeStats {
 };
 
 int run_server(const ServerArgs& args) {
-  auto slot_bytes = parse_size(args.slot_bytes);
+  auto slot_bytes = stoker::parse_byte_size(args.slot_bytes);
   auto requested = stoker::parse_memory_kind(args.memory);
   if (!slot_bytes.is_ok() || !requested) {
     spdlog::error("bad --slot-bytes or --memory (host, pinned, device)");
@@ -240,7 +226,7 @@ int run_client(const ClientArgs& args) {
   }
   std::vector<size_t> sizes;
   for (const auto& text : args.sizes) {
-    auto size = parse_size(text);
+    auto size = stoker::parse_byte_size(text);
     if (!size.is_ok() || *size < 8) {
       spdlog::error("bad --size '{}' (at least 8 bytes)", text);
       return 2;

@@ -60,6 +60,7 @@ class BatchSender::Impl {
   Status post(const BatchDescriptor& d, std::span<const std::byte> payload, Completion done,
               std::chrono::milliseconds timeout);
   void poll();
+  Status wait_for_credit(std::chrono::milliseconds timeout);
   Status wait_for_completion(std::chrono::milliseconds timeout);
   Status flush(std::chrono::milliseconds timeout);
   Status close(std::chrono::milliseconds timeout);
@@ -440,6 +441,11 @@ void BatchSender::Impl::poll() {
   run_completions();
 }
 
+Status BatchSender::Impl::wait_for_credit(std::chrono::milliseconds timeout) {
+  return progress_until([this] { return !credits_.empty(); },
+                        std::chrono::steady_clock::now() + timeout, "waiting for a credit");
+}
+
 Status BatchSender::Impl::wait_for_completion(std::chrono::milliseconds timeout) {
   if (in_flight_ == 0) return invalid_argument("nothing is in flight");
   const uint64_t before = completed_;
@@ -496,6 +502,9 @@ Status BatchSender::post(const BatchDescriptor& d, std::span<const std::byte> pa
   return impl_->post(d, payload, std::move(on_complete), timeout);
 }
 void BatchSender::poll() { impl_->poll(); }
+Status BatchSender::wait_for_credit(std::chrono::milliseconds timeout) {
+  return impl_->wait_for_credit(timeout);
+}
 Status BatchSender::wait_for_completion(std::chrono::milliseconds timeout) {
   return impl_->wait_for_completion(timeout);
 }

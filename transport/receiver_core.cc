@@ -158,14 +158,22 @@ void ReceiverCore::run() {
     }
     sleeping_.store(false);
   }
-  // Close every endpoint on this thread: UCX objects are single-threaded.
-  for (auto& sender : senders_) retired_.push_back(std::move(sender));
-  senders_.clear();
-  reap_retired();
+  // Stop accepting first (closing endpoints progresses the worker, and a
+  // sender connecting meanwhile would be accepted after the loop), then close
+  // every endpoint on this thread: UCX objects are single-threaded.
   listener_.reset();
+  while (!senders_.empty()) {
+    for (auto& sender : senders_) retired_.push_back(std::move(sender));
+    senders_.clear();
+    reap_retired();
+  }
 }
 
 void ReceiverCore::accept(ucp_conn_request_h request) {
+  if (stopping_.load()) {
+    listener_->reject(request);
+    return;
+  }
   auto sender = std::make_unique<Sender>();
   sender->id = next_sender_id_++;
   auto ep = ucx::Endpoint::accept(

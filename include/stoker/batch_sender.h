@@ -57,6 +57,9 @@ class BatchSender {
 
   // Runs due completions without blocking.
   void poll();
+  // Waits until a credit is in hand (kTimedOut if none comes), running
+  // completions meanwhile; fails fast once the receiver has failed.
+  Status wait_for_credit(std::chrono::milliseconds timeout);
   // Waits until at least one posted batch completes (kTimedOut if none does).
   Status wait_for_completion(std::chrono::milliseconds timeout);
   // Waits until every posted batch has completed.

@@ -25,6 +25,7 @@ enum class StatusCode {
   kAlreadyExists,       // the name is taken by something different
   kFailedPrecondition,  // the call is wrong in the current state (released twice, ...)
   kDataLoss,            // stored or received data is corrupt
+  kOutOfRange,          // iterated past the end (every epoch has been read)
 };
 
 std::string_view to_string(StatusCode code);
@@ -72,6 +73,7 @@ inline Status failed_precondition(std::string m) {
   return {StatusCode::kFailedPrecondition, std::move(m)};
 }
 inline Status data_loss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
+inline Status out_of_range(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 
 }  // namespace stoker
 

@@ -33,14 +33,6 @@ std::span<const std::byte> bytes_of(const std::string& s) {
 
 }  // namespace
 
-Status status_from_error(const Error& error) {
-  auto code = static_cast<StatusCode>(error.code());
-  if (code == StatusCode::kOk || error.code() > static_cast<uint32_t>(StatusCode::kDataLoss)) {
-    code = StatusCode::kInternal;
-  }
-  return {code, error.message()};
-}
-
 class ControlClient::Impl : public std::enable_shared_from_this<Impl> {
  public:
   explicit Impl(ControlClientOptions options) : options_(std::move(options)) {}
@@ -191,21 +183,33 @@ Status ControlClient::Impl::establish() {
   }
   const Challenge& c = challenge->challenge();
   Message authenticate;
+  // Giving up: an empty proof first, so the coordinator logs the refusal too.
+  const auto give_up = [&](const std::string& why) {
+    Message empty;
+    empty.mutable_authenticate();
+    if (auto body = encode_body(empty); body.is_ok()) {
+      (void)ucx::send_control_am(
+          ep_->get(), kControlAmId,
+          encode_frame_header({.kind = FrameKind::kRequest, .request_id = next_id_.fetch_add(1)}),
+          std::move(body).value());
+      worker_->progress();
+    }
+    return fail(unauthorized(why));
+  };
   if (c.secret_required() && !options_.secret) {
-    return fail(unauthorized(
-        "it requires the cluster secret and this process has none (pass --secret-file)"));
+    return give_up("it requires the cluster secret and this process has none (pass --secret-file)");
   }
   if (options_.secret) {
     if (!c.secret_required()) {
-      return fail(unauthorized(
+      return give_up(
           "it does not use a cluster secret, so it cannot prove it knows ours: refusing to "
-          "talk to it"));
+          "talk to it");
     }
     const auto expected = options_.secret->server_proof(client_nonce, bytes_of(c.server_nonce()));
     if (!ClusterSecret::proofs_equal(expected, bytes_of(c.server_proof()))) {
-      return fail(
-          unauthorized("it could not prove it knows the cluster secret: an impostor, or "
-                       "a different --secret-file"));
+      return give_up(
+          "it could not prove it knows the cluster secret: an impostor, or a different "
+          "--secret-file");
     }
     auto proof = options_.secret->client_proof(bytes_of(c.server_nonce()), client_nonce);
     authenticate.mutable_authenticate()->set_client_proof(proof.data(), proof.size());
@@ -224,8 +228,11 @@ Status ControlClient::Impl::establish() {
   if (options_.session_request) {
     if (auto request = options_.session_request()) {
       auto answer = exchange(*request, deadline, body_name(*request));
-      if (!answer.is_ok()) return fail(answer.status());
-      if (options_.on_session) options_.on_session(*answer);
+      if (options_.on_session) {
+        if (Status st = options_.on_session(answer); !st.is_ok()) return fail(st);
+      } else if (!answer.is_ok()) {
+        return fail(answer.status());
+      }
     }
   }
   connected_ = true;
@@ -398,6 +405,7 @@ Result<std::unique_ptr<ControlClient>> ControlClient::connect(ControlClientOptio
 Result<Message> ControlClient::call(const Message& request, std::chrono::milliseconds timeout) {
   return impl_->call(request, timeout);
 }
+void ControlClient::shutdown() { impl_->stop(); }
 bool ControlClient::connected() const { return impl_->connected(); }
 uint32_t ControlClient::heartbeat_interval_ms() const { return impl_->heartbeat_interval_ms(); }
 const std::string& ControlClient::server_address() const { return impl_->server_address(); }

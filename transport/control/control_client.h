@@ -30,10 +30,11 @@ struct ControlClientOptions {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds reconnect_min{50};
   std::chrono::milliseconds reconnect_max{2000};
-  // Sent right after every handshake, before any queued call; its answer goes
-  // to on_session. The first connect() fails if that answer is an error.
+  // Sent right after every handshake, before any queued call; its answer (or
+  // error) goes to on_session, which decides: an error it returns fails this
+  // connection attempt (connect() returns it; a reconnection retries later).
   std::function<std::optional<Message>()> session_request;
-  std::function<void(const Message& answer)> on_session;
+  std::function<Status(const Result<Message>& answer)> on_session;
   // One-way messages from the coordinator (e.g. "nudge").
   std::function<void(const Message& notice)> on_notice;
   // Told when the connection is lost (before reconnecting starts).
@@ -55,6 +56,10 @@ class ControlClient {
   // came in time (including while reconnecting).
   Result<Message> call(const Message& request, std::chrono::milliseconds timeout);
 
+  // Fails every pending and future call with kCancelled and stops
+  // reconnecting, so threads blocked in call() return at once. Idempotent.
+  void shutdown();
+
   bool connected() const;
   uint32_t heartbeat_interval_ms() const;
   const std::string& server_address() const;
@@ -65,8 +70,5 @@ class ControlClient {
   explicit ControlClient(std::shared_ptr<Impl> impl);
   std::shared_ptr<Impl> impl_;
 };
-
-// The Status an Error message carries.
-Status status_from_error(const Error& error);
 
 }  // namespace stoker::control

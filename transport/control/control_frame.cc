@@ -84,6 +84,21 @@ Result<Message> decode_body(std::span<const std::byte> bytes, size_t max_bytes) 
   return message;
 }
 
+Status status_from_error(const Error& error) {
+  auto code = static_cast<StatusCode>(error.code());
+  if (code == StatusCode::kOk || error.code() > static_cast<uint32_t>(StatusCode::kOutOfRange)) {
+    code = StatusCode::kInternal;
+  }
+  return {code, error.message()};
+}
+
+Error error_of(const Status& status) {
+  Error error;
+  error.set_code(static_cast<uint32_t>(status.code()));
+  error.set_message(status.message());
+  return error;
+}
+
 std::string_view body_name(const Message& message) {
   if (message.body_case() == Message::BODY_NOT_SET) return "empty";
   const auto* field = Message::descriptor()->FindFieldByNumber(message.body_case());

@@ -50,4 +50,9 @@ Result<Message> decode_body(std::span<const std::byte> bytes, size_t max_bytes);
 // "register_worker", "get_split", ...: for logs and errors.
 std::string_view body_name(const Message& message);
 
+// The Status an Error message carries (an unknown code becomes kInternal),
+// and the Error message of a Status.
+Status status_from_error(const Error& error);
+Error error_of(const Status& status);
+
 }  // namespace stoker::control

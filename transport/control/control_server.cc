@@ -184,15 +184,24 @@ void ControlServer::Impl::run() {
       spdlog::error("control server: {}", st.to_string());
     }
   }
-  // Close every connection on this thread: UCX objects are single-threaded.
-  for (auto& [id, c] : connections_) closing_.push_back(std::move(c));
-  connections_.clear();
-  by_endpoint_.clear();
-  closing_.clear();
+  // Stop accepting first: closing endpoints progresses the worker, and a
+  // peer reconnecting meanwhile would otherwise be accepted after the loop.
+  // Then close every connection on this thread (UCX objects are
+  // single-threaded), including any accepted while closing the others.
   listener_.reset();
+  while (!connections_.empty()) {
+    for (auto& [id, c] : connections_) closing_.push_back(std::move(c));
+    connections_.clear();
+    by_endpoint_.clear();
+    closing_.clear();
+  }
 }
 
 void ControlServer::Impl::accept(ucp_conn_request_h request) {
+  if (stopping_.load()) {
+    listener_->reject(request);
+    return;
+  }
   auto c = std::make_unique<Connection>();
   c->id = next_id_++;
   c->accepted_at = std::chrono::steady_clock::now();

@@ -325,9 +325,11 @@ TEST_F(ControlChannel, TheClientReconnectsToARestartedServerAndReplaysItsSession
                                         .reconnect_max = 200ms,
                                         .session_request = [] { return register_worker(7); },
                                         .on_session =
-                                            [&](const Message& m) {
-                                              EXPECT_EQ(m.worker_registered().worker_id(), 1007u);
+                                            [&](const Result<Message>& m) {
+                                              EXPECT_TRUE(m.is_ok());
+                                              EXPECT_EQ(m->worker_registered().worker_id(), 1007u);
                                               sessions.fetch_add(1);
+                                              return Status::ok();
                                             }});
   ASSERT_TRUE(client.is_ok()) << client.status().to_string();
   EXPECT_EQ(sessions.load(), 1);

@@ -1,0 +1,406 @@
+// CoordinatorState: applying journal records, and the queries the service
+// makes its decisions with.
+#include "coordinator/coordinator_state.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "pipeline/split.h"
+
+namespace stoker::coordinator {
+namespace {
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+pipeline::ShardingMode to_pipeline(control::ShardingMode mode) {
+  return mode == control::SHARDING_FILE ? pipeline::ShardingMode::kFile
+                                        : pipeline::ShardingMode::kData;
+}
+
+control::Split to_control(const pipeline::Split& s) {
+  control::Split out;
+  out.set_id(s.id);
+  out.set_shard(s.shard);
+  out.set_begin(s.begin);
+  out.set_end(s.end);
+  out.set_stride(s.stride);
+  out.set_phase(s.phase);
+  return out;
+}
+
+pipeline::Split to_pipeline(const control::Split& s) {
+  return {.id = s.id(),
+          .shard = s.shard(),
+          .begin = s.begin(),
+          .end = s.end(),
+          .stride = s.stride(),
+          .phase = s.phase()};
+}
+
+}  // namespace
+
+std::vector<uint64_t> split_order(uint64_t count, uint64_t seed, uint64_t iteration) {
+  std::vector<uint64_t> order(count);
+  for (uint64_t i = 0; i < count; ++i) order[i] = i;
+  if (seed == 0) return order;  // no shuffling asked for: file order
+  uint64_t state = seed ^ (iteration * 0xd1b54a32d192ed03ULL);
+  for (uint64_t i = count; i > 1; --i) {
+    const uint64_t j = splitmix64(state) % i;
+    std::swap(order[i - 1], order[j]);
+  }
+  return order;
+}
+
+WorkerRecord* CoordinatorState::worker(uint64_t id) {
+  auto it = workers_.find(id);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+ConsumerRecord* CoordinatorState::consumer(uint64_t id) {
+  auto it = consumers_.find(id);
+  return it == consumers_.end() ? nullptr : &it->second;
+}
+Job* CoordinatorState::job(uint64_t id) {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+const Job* CoordinatorState::job(uint64_t id) const {
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : &it->second;
+}
+Job* CoordinatorState::job_named(const std::string& name) {
+  if (name.empty()) return nullptr;
+  for (auto& [id, j] : jobs_) {
+    if (j.name == name) return &j;
+  }
+  return nullptr;
+}
+
+std::vector<uint64_t> CoordinatorState::live_workers() const {
+  std::vector<uint64_t> out;
+  for (const auto& [id, w] : workers_) {
+    if (w.alive) out.push_back(id);
+  }
+  return out;
+}
+
+Status CoordinatorState::apply(const JournalRecord& record) {
+  switch (record.change_case()) {
+    case JournalRecord::kWorkerRegistered: {
+      const auto& r = record.worker_registered();
+      WorkerRecord& w = workers_[r.worker_id()];
+      w.id = r.worker_id();
+      w.name = r.name();
+      w.address = r.address();
+      w.threads = r.threads();
+      w.alive = true;
+      w.last_seen = Clock::now();
+      next_worker_id_ = std::max(next_worker_id_, r.worker_id() + 1);
+      return Status::ok();
+    }
+    case JournalRecord::kWorkerRemoved:
+      return apply_worker_removed(record.worker_removed());
+    case JournalRecord::kJobCreated: {
+      const auto& r = record.job_created();
+      if (jobs_.contains(r.job_id())) {
+        return internal_error(fmt::format("job {} created twice", r.job_id()));
+      }
+      Job& j = jobs_[r.job_id()];
+      j.id = r.job_id();
+      j.name = r.name();
+      j.pipeline_spec = r.pipeline_spec();
+      j.fingerprint = r.fingerprint();
+      j.options = r.options();
+      j.splits.assign(r.splits().begin(), r.splits().end());
+      j.shuffle_seed = r.shuffle_seed();
+      next_job_id_ = std::max(next_job_id_, r.job_id() + 1);
+      return Status::ok();
+    }
+    case JournalRecord::kJobFailed: {
+      Job* j = job(record.job_failed().job_id());
+      if (j == nullptr) return internal_error("failure of an unknown job");
+      j->failed = true;
+      const auto code = static_cast<StatusCode>(record.job_failed().code());
+      j->error = Status(code == StatusCode::kOk ? StatusCode::kInternal : code,
+                        record.job_failed().error());
+      return Status::ok();
+    }
+    case JournalRecord::kJobRemoved: {
+      const uint64_t id = record.job_removed().job_id();
+      for (auto& [cid, c] : consumers_) {
+        if (c.job == id) c.alive = false;
+      }
+      jobs_.erase(id);
+      return Status::ok();
+    }
+    case JournalRecord::kConsumerJoined: {
+      const auto& r = record.consumer_joined();
+      Job* j = job(r.job_id());
+      if (j == nullptr)
+        return internal_error(fmt::format("consumer of unknown job {}", r.job_id()));
+      ConsumerRecord& c = consumers_[r.consumer_id()];
+      c.id = r.consumer_id();
+      c.job = r.job_id();
+      c.name = r.name();
+      c.address = r.address();
+      c.access_token = r.access_token();
+      c.alive = true;
+      c.last_seen = Clock::now();
+      j->consumers.insert(c.id);
+      j->last_consumer = Clock::now();
+      next_consumer_id_ = std::max(next_consumer_id_, r.consumer_id() + 1);
+      return Status::ok();
+    }
+    case JournalRecord::kConsumerRemoved: {
+      ConsumerRecord* c = consumer(record.consumer_removed().consumer_id());
+      if (c == nullptr) return Status::ok();
+      c->alive = false;
+      if (Job* j = job(c->job)) {
+        j->consumers.erase(c->id);
+        j->last_consumer = Clock::now();
+      }
+      return Status::ok();
+    }
+    case JournalRecord::kIterationStarted:
+      return apply_iteration_started(record.iteration_started());
+    case JournalRecord::kSplitAssigned:
+      return apply_split_assigned(record.split_assigned());
+    case JournalRecord::kSplitDone:
+      return apply_split_done(record.split_done());
+    case JournalRecord::kSplitRequeued:
+      return apply_split_requeued(record.split_requeued());
+    case JournalRecord::kIterationReported: {
+      const auto& r = record.iteration_reported();
+      Job* j = job(r.job_id());
+      if (j == nullptr) return Status::ok();  // the job is gone: nothing to count for
+      auto it = j->iterations.find(r.iteration());
+      if (it == j->iterations.end()) return internal_error("report of an unknown iteration");
+      auto& counts = it->second.reported[r.worker_id()];
+      counts.clear();
+      for (const auto& b : r.batches()) counts[b.consumer_id()] = b.batches();
+      it->second.participants.insert(r.worker_id());
+      return Status::ok();
+    }
+    case JournalRecord::CHANGE_NOT_SET:
+      break;
+  }
+  return data_loss("journal record of an unknown type (written by a newer coordinator?)");
+}
+
+Status CoordinatorState::apply_worker_removed(const WorkerRemoved& r) {
+  WorkerRecord* w = worker(r.worker_id());
+  if (w == nullptr || !w->alive) return Status::ok();
+  w->alive = false;
+  for (auto& [jid, j] : jobs_) {
+    const bool redeliver = j.options.redeliver();
+    for (auto& [index, it] : j.iterations) {
+      for (auto& [lane_id, lane] : it.lanes) {
+        for (auto& [split, unit] : lane.units) {
+          if (unit.state != SplitUnit::State::kAssigned || unit.worker != w->id) continue;
+          --it.units_assigned;
+          if (redeliver) {
+            unit = SplitUnit{};
+            lane.pending.push_front(split);
+          } else {
+            unit.state = SplitUnit::State::kLost;
+            ++it.units_lost;
+          }
+        }
+        if (lane.owner == w->id && !redeliver) {
+          // Its static shard dies with it: at most once.
+          for (uint64_t split : lane.pending) {
+            lane.units[split].state = SplitUnit::State::kLost;
+            ++it.units_lost;
+          }
+          lane.pending.clear();
+        }
+      }
+    }
+  }
+  return Status::ok();
+}
+
+void CoordinatorState::open_lane(Job& job, Iteration& it, uint64_t owner,
+                                 const std::vector<control::Split>& splits) {
+  Lane& lane = it.lanes[owner];
+  lane.owner = owner;
+  // Hand the lane's splits out in the job's (seeded) order for this iteration.
+  std::map<uint64_t, size_t> position;
+  const auto order = split_order(job.splits.size(), job.shuffle_seed, it.index);
+  for (size_t i = 0; i < order.size(); ++i) position[job.splits[order[i]].id()] = i;
+  std::vector<const control::Split*> sorted;
+  for (const auto& s : splits) sorted.push_back(&s);
+  std::stable_sort(sorted.begin(), sorted.end(), [&](const auto* a, const auto* b) {
+    return position[a->id()] < position[b->id()];
+  });
+  for (const control::Split* s : sorted) {
+    control::Split copy = *s;
+    copy.set_lane(owner);
+    lane.splits[s->id()] = copy;
+    lane.units[s->id()] = SplitUnit{};
+    lane.pending.push_back(s->id());
+    ++it.units_total;
+  }
+}
+
+Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
+  Job* j = job(r.job_id());
+  if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", r.job_id()));
+  if (j->iterations.contains(r.iteration())) {
+    return internal_error(
+        fmt::format("iteration {} of job {} started twice", r.iteration(), j->id));
+  }
+  Iteration& it = j->iterations[r.iteration()];
+  it.index = r.iteration();
+  it.static_workers.assign(r.workers().begin(), r.workers().end());
+  switch (j->options.sharding()) {
+    case control::SHARDING_FILE:
+    case control::SHARDING_DATA: {
+      std::vector<pipeline::Split> all;
+      for (const auto& s : j->splits) all.push_back(to_pipeline(s));
+      const auto n = static_cast<uint32_t>(it.static_workers.size());
+      for (uint32_t index = 0; index < n; ++index) {
+        std::vector<control::Split> mine;
+        for (const auto& s :
+             pipeline::static_shard(all, to_pipeline(j->options.sharding()), index, n)) {
+          mine.push_back(to_control(s));
+        }
+        open_lane(*j, it, it.static_workers[index], mine);
+      }
+      break;
+    }
+    case control::SHARDING_OFF:
+      for (uint64_t w : it.static_workers) open_lane(*j, it, w, j->splits);
+      break;
+    default:
+      open_lane(*j, it, 0, j->splits);
+      break;
+  }
+  return Status::ok();
+}
+
+Result<std::pair<Iteration*, Lane*>> CoordinatorState::lane_of(uint64_t job_id, uint64_t iteration,
+                                                               uint64_t lane_id) {
+  Job* j = job(job_id);
+  if (j == nullptr) return internal_error(fmt::format("unknown job {}", job_id));
+  auto it = j->iterations.find(iteration);
+  if (it == j->iterations.end()) {
+    return internal_error(fmt::format("unknown iteration {} of job {}", iteration, job_id));
+  }
+  auto lane = it->second.lanes.find(lane_id);
+  if (lane == it->second.lanes.end()) {
+    return internal_error(
+        fmt::format("unknown lane {} of job {} iteration {}", lane_id, job_id, iteration));
+  }
+  return std::pair{&it->second, &lane->second};
+}
+
+Status CoordinatorState::apply_split_assigned(const SplitAssigned& r) {
+  STOKER_ASSIGN_OR_RETURN(auto where, lane_of(r.job_id(), r.iteration(), r.lane()));
+  auto [it, lane] = where;
+  auto unit = lane->units.find(r.split_id());
+  if (unit == lane->units.end() || unit->second.state != SplitUnit::State::kPending) {
+    return internal_error(fmt::format("split {} assigned while not pending", r.split_id()));
+  }
+  std::erase(lane->pending, r.split_id());
+  unit->second = {SplitUnit::State::kAssigned, r.worker_id(), r.request_id()};
+  ++it->units_assigned;
+  if (WorkerRecord* w = worker(r.worker_id())) {
+    w->last_assignment[r.job_id()] = {r.request_id(), r.iteration(), r.lane(), r.split_id()};
+  }
+  it->participants.insert(r.worker_id());
+  return Status::ok();
+}
+
+Status CoordinatorState::apply_split_done(const SplitDone& r) {
+  STOKER_ASSIGN_OR_RETURN(auto where, lane_of(r.job_id(), r.iteration(), r.lane()));
+  auto [it, lane] = where;
+  auto unit = lane->units.find(r.split_id());
+  if (unit == lane->units.end()) return internal_error("done: unknown split");
+  if (unit->second.state == SplitUnit::State::kAssigned) --it->units_assigned;
+  if (unit->second.state == SplitUnit::State::kLost) --it->units_lost;
+  if (unit->second.state == SplitUnit::State::kPending) std::erase(lane->pending, r.split_id());
+  if (unit->second.state != SplitUnit::State::kDone) ++it->units_done;
+  unit->second.state = SplitUnit::State::kDone;
+  unit->second.worker = r.worker_id();
+  return Status::ok();
+}
+
+Status CoordinatorState::apply_split_requeued(const SplitRequeued& r) {
+  STOKER_ASSIGN_OR_RETURN(auto where, lane_of(r.job_id(), r.iteration(), r.lane()));
+  auto [it, lane] = where;
+  auto unit = lane->units.find(r.split_id());
+  if (unit == lane->units.end() || unit->second.state != SplitUnit::State::kAssigned) {
+    return internal_error("requeue of a split that is not assigned");
+  }
+  --it->units_assigned;
+  unit->second = SplitUnit{};
+  lane->pending.push_front(r.split_id());
+  return Status::ok();
+}
+
+bool CoordinatorState::iteration_complete(const Job& /*job*/, const Iteration& it) const {
+  for (const auto& [id, lane] : it.lanes) {
+    if (!lane.pending.empty()) return false;
+  }
+  if (it.units_assigned != 0) return false;
+  for (uint64_t w : it.participants) {
+    auto worker = workers_.find(w);
+    if (worker != workers_.end() && worker->second.alive && !it.reported.contains(w)) return false;
+  }
+  return true;
+}
+
+bool CoordinatorState::job_finished(const Job& job) const {
+  if (job.options.epochs() == 0) return false;
+  for (uint64_t e = 0; e < job.options.epochs(); ++e) {
+    auto it = job.iterations.find(e);
+    if (it == job.iterations.end() || !iteration_complete(job, it->second)) return false;
+  }
+  return true;
+}
+
+std::optional<std::pair<uint64_t, uint64_t>> CoordinatorState::next_unit(const Job& job,
+                                                                         const Iteration& it,
+                                                                         uint64_t w) const {
+  const uint64_t own = job.options.sharding() == control::SHARDING_DYNAMIC ? 0 : w;
+  if (auto lane = it.lanes.find(own); lane != it.lanes.end() && !lane->second.pending.empty()) {
+    return std::pair{own, lane->second.pending.front()};
+  }
+  // Redelivery: pending units left in the lanes of workers that died.
+  for (const auto& [id, lane] : it.lanes) {
+    if (id == own || lane.pending.empty()) continue;
+    auto owner = workers_.find(lane.owner);
+    if (owner == workers_.end() || !owner->second.alive) {
+      return std::pair{id, lane.pending.front()};
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<CoordinatorState::UnitRef> CoordinatorState::unit_for_request(
+    const Job& job, uint64_t w, uint64_t request_id) const {
+  auto worker = workers_.find(w);
+  if (request_id == 0 || worker == workers_.end()) return std::nullopt;
+  auto last = worker->second.last_assignment.find(job.id);
+  if (last == worker->second.last_assignment.end() || last->second.request_id != request_id) {
+    return std::nullopt;
+  }
+  auto it = job.iterations.find(last->second.iteration);
+  if (it == job.iterations.end()) return std::nullopt;
+  auto lane = it->second.lanes.find(last->second.lane);
+  if (lane == it->second.lanes.end()) return std::nullopt;
+  auto unit = lane->second.units.find(last->second.split);
+  if (unit == lane->second.units.end() || unit->second.state != SplitUnit::State::kAssigned ||
+      unit->second.worker != w) {
+    return std::nullopt;
+  }
+  return UnitRef{last->second.iteration, last->second.lane, last->second.split};
+}
+
+}  // namespace stoker::coordinator

@@ -1,0 +1,208 @@
+// The control plane's semantics with real processes: every sharding mode's
+// visitation guarantee, job sharing and its errors, the cluster secret,
+// stoker-ctl, and prompt shutdown on SIGTERM.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/system/cluster.h"
+
+namespace stoker::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::map<int64_t, int> read_epochs(Reader& reader, uint32_t epochs, Status* status) {
+  std::map<int64_t, int> seen;
+  uint32_t ended = 0;
+  while (ended < epochs) {
+    auto next = reader.next(30s);
+    if (!next.is_ok()) {
+      *status = next.status();
+      return seen;
+    }
+    if (!next->has_value()) {
+      ++ended;
+      continue;
+    }
+    for (int64_t i : indices_of(**next)) ++seen[i];
+  }
+  return seen;
+}
+
+struct ShardingCase {
+  const char* name;
+  Sharding sharding;
+  int copies;  // times each element arrives with 3 workers
+};
+
+class ShardingModes : public ::testing::TestWithParam<ShardingCase> {};
+
+TEST_P(ShardingModes, EachModeVisitsEveryElementAsItPromises) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 3; ++i) cluster.start_worker(1);
+  // Wait for the three workers, so static sharding divides among all of them.
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  std::this_thread::sleep_for(300ms);
+  constexpr uint64_t kElements = 3000;
+  auto reader = client->open_reader({.pipeline_spec = range_spec(kElements, 100, 32),
+                                     .sharding = GetParam().sharding,
+                                     .epochs = 1});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Status status;
+  auto seen = read_epochs(**reader, 1, &status);
+  ASSERT_TRUE(status.is_ok()) << status.to_string() << cluster.logs();
+  ASSERT_EQ(seen.size(), kElements) << cluster.logs();
+  for (const auto& [element, times] : seen) {
+    ASSERT_EQ(times, GetParam().copies) << "element " << element;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, ShardingModes,
+                         ::testing::Values(ShardingCase{"off", Sharding::kOff, 3},
+                                           ShardingCase{"dynamic", Sharding::kDynamic, 1},
+                                           ShardingCase{"file", Sharding::kFile, 1},
+                                           ShardingCase{"data", Sharding::kData, 1}),
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST(JobSharing, TheSameNameWithADifferentPipelineOrModeIsRefusedSayingWhatDiffers) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto first =
+      client->open_reader({.job_name = "train", .pipeline_spec = range_spec(1000, 100, 10)});
+  ASSERT_TRUE(first.is_ok()) << first.status().to_string();
+
+  auto other_spec =
+      client->open_reader({.job_name = "train", .pipeline_spec = range_spec(1000, 100, 20)});
+  ASSERT_FALSE(other_spec.is_ok());
+  EXPECT_EQ(other_spec.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_NE(other_spec.status().message().find("/batch/size is 10 in the job, 20 in this request"),
+            std::string::npos)
+      << other_spec.status().to_string();
+
+  auto other_mode = client->open_reader({.job_name = "train",
+                                         .pipeline_spec = range_spec(1000, 100, 10),
+                                         .sharding = Sharding::kOff});
+  ASSERT_FALSE(other_mode.is_ok());
+  EXPECT_NE(other_mode.status().message().find("sharding dynamic"), std::string::npos)
+      << other_mode.status().to_string();
+  EXPECT_NE(other_mode.status().message().find("sharding off"), std::string::npos);
+
+  // The same spec written differently (key order, defaults spelled out) shares the job.
+  auto same = client->open_reader(
+      {.job_name = "train", .pipeline_spec = R"({"batch": {"size": 10, "drop_remainder": false},
+                            "source": {"split_size": 100, "count": 1000, "type": "range"}})"});
+  ASSERT_TRUE(same.is_ok()) << same.status().to_string();
+  EXPECT_EQ((*same)->job_id(), (*first)->job_id());
+
+  auto bad = client->open_reader({.pipeline_spec = R"({"source": {"type": "range"}})"});
+  ASSERT_FALSE(bad.is_ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("source.count"), std::string::npos)
+      << bad.status().to_string();
+}
+
+TEST(ClusterSecret, PeersWithoutTheSecretAreRefusedAndLogged) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / fmt::format("stoker-secret-{}", getpid());
+  std::filesystem::create_directories(dir);
+  const auto secret = (dir / "secret").string();
+  const auto wrong = (dir / "wrong").string();
+  std::ofstream(secret) << "a cluster secret of some length\n";
+  std::ofstream(wrong) << "not the cluster secret at all\n";
+  std::filesystem::permissions(
+      secret, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  std::filesystem::permissions(
+      wrong, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+  Cluster cluster({.secret_file = secret});
+  cluster.start_coordinator();
+  auto w = cluster.start_worker(1);
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr) << cluster.logs();
+  auto reader = client->open_reader({.pipeline_spec = range_spec(500, 100, 50)});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Status status;
+  EXPECT_EQ(read_epochs(**reader, 1, &status).size(), 500u) << status.to_string() << cluster.logs();
+
+  auto intruder =
+      Client::connect({.coordinator = cluster.coordinator_address(), .secret_file = wrong});
+  EXPECT_EQ(intruder.status().code(), StatusCode::kUnauthorized) << intruder.status().to_string();
+  auto stranger = Client::connect({.coordinator = cluster.coordinator_address()});
+  EXPECT_EQ(stranger.status().code(), StatusCode::kUnauthorized) << stranger.status().to_string();
+  EXPECT_NE(cluster.coordinator().log().find("could not prove it knows the cluster secret"),
+            std::string::npos);
+  (void)w;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StokerCtl, ShowsWorkersJobsIterationsAndConsumersAsTablesAndJson) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  cluster.start_worker(1);
+  cluster.start_worker(1);
+  auto client = cluster.client("ctl-test-trainer");
+  ASSERT_NE(client, nullptr);
+  auto reader = client->open_reader(
+      {.job_name = "listed", .pipeline_spec = range_spec(2000, 100, 20), .epochs = 1});
+  ASSERT_TRUE(reader.is_ok());
+  Status status;
+  read_epochs(**reader, 1, &status);
+  ASSERT_TRUE(status.is_ok()) << status.to_string();
+
+  const auto run_ctl = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv{binary("STOKER_CTL"), "--coordinator",
+                                  cluster.coordinator_address()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    const auto log = (cluster.dir() / "ctl.out").string();
+    ChildProcess ctl(argv, log);
+    EXPECT_EQ(ctl.wait(10s), 0) << ctl.log();
+    return ctl.log();
+  };
+  const std::string table = run_ctl({"status"});
+  EXPECT_NE(table.find("WORKER"), std::string::npos) << table;
+  EXPECT_NE(table.find("listed"), std::string::npos) << table;
+  EXPECT_NE(table.find("20/20"), std::string::npos) << table;  // splits done/total
+  EXPECT_NE(table.find("ctl-test-trainer"), std::string::npos) << table;
+
+  const auto json = nlohmann::json::parse(run_ctl({"--json"}));
+  ASSERT_EQ(json["workers"].size(), 2u) << json.dump(2);
+  ASSERT_EQ(json["jobs"].size(), 1u);
+  EXPECT_EQ(json["jobs"][0]["name"], "listed");
+  EXPECT_EQ(json["jobs"][0]["iterations"][0]["splitsDone"], "20");
+  EXPECT_EQ(json["jobs"][0]["iterations"][0]["complete"], true);
+  EXPECT_EQ(json["consumers"][0]["name"], "ctl-test-trainer");
+}
+
+TEST(Shutdown, EveryProcessExitsPromptlyOnSigterm) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 2; ++i) cluster.start_worker(2);
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto reader = client->open_reader({.pipeline_spec = range_spec(1'000'000, 1000, 100),
+                                     .epochs = 0});  // forever: the workers are busy
+  ASSERT_TRUE(reader.is_ok());
+  for (int b = 0; b < 20; ++b) ASSERT_TRUE((*reader)->next(10s).is_ok());
+  for (size_t i = 0; i < cluster.worker_count(); ++i) cluster.worker(i).kill_now(SIGTERM);
+  cluster.coordinator().kill_now(SIGTERM);
+  const auto started = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < cluster.worker_count(); ++i) {
+    EXPECT_EQ(cluster.worker(i).wait(5s), 0) << cluster.worker(i).log();
+  }
+  EXPECT_EQ(cluster.coordinator().wait(5s), 0) << cluster.coordinator().log();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  // The reader notices the workers are gone and closes without hanging.
+  const auto closing = std::chrono::steady_clock::now();
+  (void)(*reader)->close();
+  EXPECT_LT(std::chrono::steady_clock::now() - closing, 5s);
+}
+
+}  // namespace
+}  // namespace stoker::testing

@@ -1,0 +1,97 @@
+// The control plane end to end with real processes: a coordinator, workers
+// and readers over loopback, DYNAMIC sharding of a numbered dataset. Every
+// element must arrive exactly once per epoch, across readers that share a job.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "pipeline/range_payload.h"
+#include "tests/system/cluster.h"
+
+namespace stoker::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Reads every epoch of `reader`, recording each element's epoch; checks payloads.
+struct Seen {
+  std::mutex mu;
+  std::map<uint64_t, std::map<int64_t, int>> count;  // epoch -> element -> times
+  uint64_t batches = 0;
+  uint64_t bad_payloads = 0;
+};
+
+Status read_all(Reader& reader, Seen& seen, uint64_t element_bytes) {
+  while (true) {
+    auto next = reader.next(30s);
+    if (!next.is_ok()) {
+      return next.status().code() == StatusCode::kOutOfRange ? Status::ok() : next.status();
+    }
+    if (!next->has_value()) continue;  // end of an epoch
+    const Batch& batch = **next;
+    const auto indices = indices_of(batch);
+    bool payload_ok = true;
+    if (element_bytes > 0) {
+      auto payload = batch.tensor("payload");
+      if (!payload.is_ok()) return payload.status();
+      const auto* bytes = payload->data_as<const uint8_t>();
+      for (size_t e = 0; e < indices.size(); ++e) {
+        for (uint64_t j = 0; j < element_bytes; ++j) {
+          if (bytes[e * element_bytes + j] !=
+              pipeline::range_payload_byte(static_cast<uint64_t>(indices[e]), j)) {
+            payload_ok = false;
+          }
+        }
+      }
+    }
+    std::lock_guard lock(seen.mu);
+    ++seen.batches;
+    if (!payload_ok) ++seen.bad_payloads;
+    for (int64_t i : indices) ++seen.count[batch.epoch()][i];
+  }
+}
+
+TEST(DynamicSharding, ThreeWorkersTwoReadersEveryElementExactlyOnce) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 3; ++i) cluster.start_worker(/*threads=*/2);
+  constexpr uint64_t kElements = 20'000;
+  constexpr uint64_t kBytes = 64;
+  constexpr uint32_t kEpochs = 2;
+  const std::string spec = range_spec(kElements, 500, 64, kBytes, /*seed=*/7);
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  ReaderOptions options{.job_name = "shared", .pipeline_spec = spec, .epochs = kEpochs};
+  auto a = client->open_reader(options);
+  ASSERT_TRUE(a.is_ok()) << a.status().to_string();
+  auto b = client->open_reader(options);
+  ASSERT_TRUE(b.is_ok()) << b.status().to_string();
+  EXPECT_EQ((*a)->job_id(), (*b)->job_id());
+
+  Seen seen;
+  Status sa, sb;
+  std::thread ta([&] { sa = read_all(**a, seen, kBytes); });
+  std::thread tb([&] { sb = read_all(**b, seen, kBytes); });
+  ta.join();
+  tb.join();
+  ASSERT_TRUE(sa.is_ok()) << sa.to_string() << cluster.logs();
+  ASSERT_TRUE(sb.is_ok()) << sb.to_string() << cluster.logs();
+  EXPECT_EQ(seen.bad_payloads, 0u);
+  for (uint64_t e = 0; e < kEpochs; ++e) {
+    ASSERT_EQ(seen.count[e].size(), kElements) << "epoch " << e << "\n" << cluster.logs();
+    for (const auto& [element, times] : seen.count[e]) {
+      ASSERT_EQ(times, 1) << "element " << element << " of epoch " << e;
+      ASSERT_GE(element, 0);
+      ASSERT_LT(element, static_cast<int64_t>(kElements));
+    }
+  }
+  // Both readers got a share.
+  EXPECT_GT((*a)->stats().batches, 0u);
+  EXPECT_GT((*b)->stats().batches, 0u);
+  EXPECT_EQ((*a)->stats().epochs_completed, kEpochs);
+}
+
+}  // namespace
+}  // namespace stoker::testing

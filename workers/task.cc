@@ -1,0 +1,410 @@
+// Task: pipeline threads, the ready queue, delivery accounting and reports.
+#include "workers/task.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "pipeline/pipeline_spec.h"
+#include "workers/consumer_link.h"
+
+namespace stoker::workers {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr auto kCallTimeout = std::chrono::seconds(5);
+constexpr auto kRetryPause = std::chrono::milliseconds(200);
+// A consumer whose link failed is tried again after this long, while the
+// coordinator still lists it (it may have been a passing failure).
+constexpr auto kRelinkAfter = std::chrono::seconds(1);
+
+pipeline::Split to_pipeline(const control::Split& s) {
+  return {.id = s.id(),
+          .shard = s.shard(),
+          .begin = s.begin(),
+          .end = s.end(),
+          .stride = s.stride(),
+          .phase = s.phase()};
+}
+
+bool transient(const Status& st) {
+  return st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut;
+}
+
+}  // namespace
+
+// The BatchSink a pipeline thread runs a split into: the shared send arena,
+// and the task's ready queue.
+class Task::Sink final : public pipeline::BatchSink {
+ public:
+  Sink(Task& task, uint64_t lane) : task_(task), lane_(lane) {}
+  Result<pipeline::SendBuffer> acquire(size_t bytes) override {
+    return task_.env_.arena->acquire(bytes, task_.cancel_);
+  }
+  Status emit(BatchDescriptor descriptor, pipeline::SendBuffer buffer) override {
+    return task_.emit(std::move(descriptor), std::move(buffer), lane_);
+  }
+
+ private:
+  Task& task_;
+  uint64_t lane_;
+};
+
+Task::Task(TaskEnvironment env, const control::TaskAssignment& assignment)
+    : env_(std::move(env)), job_id_(assignment.job_id()), job_name_(assignment.job_name()) {}
+
+Result<std::unique_ptr<Task>> Task::start(TaskEnvironment env,
+                                          const control::TaskAssignment& assignment) {
+  std::unique_ptr<Task> task(new Task(std::move(env), assignment));
+  auto spec = pipeline::parse_pipeline_spec(assignment.pipeline_spec());
+  if (!spec.is_ok()) return spec.status().with_context("the job's pipeline spec");
+  STOKER_ASSIGN_OR_RETURN(task->pipeline_, pipeline::Pipeline::create(*spec));
+  const size_t largest = task->pipeline_->max_batch_bytes();
+  if (largest > task->env_.arena->capacity()) {
+    return resource_exhausted(fmt::format(
+        "the job's batches take up to {} bytes, more than this worker's {}-byte memory budget "
+        "(--memory-budget)",
+        largest, task->env_.arena->capacity()));
+  }
+  task->update(assignment);
+  for (uint32_t i = 0; i < task->env_.threads; ++i) {
+    task->threads_.emplace_back([raw = task.get(), i] { raw->run_pipeline_thread(i); });
+  }
+  spdlog::info("worker: running job {} ('{}') on {} threads", task->job_id_, task->job_name_,
+               task->env_.threads);
+  return task;
+}
+
+Task::~Task() { stop(); }
+
+void Task::stop() {
+  cancel_ = true;
+  nudge();
+  ready_cv_.notify_all();
+  space_cv_.notify_all();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  std::map<uint64_t, std::unique_ptr<ConsumerLink>> links;
+  {
+    std::lock_guard lock(mu_);
+    links.swap(links_);
+  }
+  links.clear();  // joins the push threads (outside mu_: they call back into the task)
+  std::lock_guard lock(mu_);
+  ready_.clear();  // returns the buffers to the arena
+}
+
+void Task::update(const control::TaskAssignment& assignment) {
+  std::vector<std::unique_ptr<ConsumerLink>> closing;
+  std::vector<control::ConsumerEndpoint> opening;
+  {
+    std::lock_guard lock(mu_);
+    std::set<uint64_t> listed;
+    for (const auto& c : assignment.consumers()) {
+      listed.insert(c.consumer_id());
+      auto it = links_.find(c.consumer_id());
+      if (it == links_.end()) {
+        opening.push_back(c);
+      } else if (it->second->dead() && Clock::now() - it->second->died_at() > kRelinkAfter) {
+        closing.push_back(std::move(it->second));
+        links_.erase(it);
+        opening.push_back(c);
+      }
+    }
+    for (auto it = links_.begin(); it != links_.end();) {
+      if (!listed.contains(it->first)) {
+        closing.push_back(std::move(it->second));
+        it = links_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  closing.clear();  // requeues their batches for the consumers that remain
+  if (cancel_.load()) return;
+  for (auto& c : opening) {
+    auto link = std::make_unique<ConsumerLink>(*this, env_, c);
+    std::lock_guard lock(mu_);
+    links_[c.consumer_id()] = std::move(link);
+  }
+  if (!opening.empty()) ready_cv_.notify_all();
+}
+
+void Task::nudge() {
+  {
+    std::lock_guard lock(mu_);
+    ++nudges_;
+  }
+  nudge_cv_.notify_all();
+}
+
+void Task::sleep_until_nudged(std::chrono::milliseconds at_most) {
+  std::unique_lock lock(mu_);
+  const uint64_t seen = nudges_;
+  nudge_cv_.wait_for(lock, at_most, [&] { return nudges_ != seen || cancel_.load(); });
+}
+
+std::optional<control::GetSplitResponse> Task::get_split(uint64_t iteration, uint64_t request_id) {
+  control::Message request;
+  auto* get = request.mutable_get_split();
+  get->set_job_id(job_id_);
+  get->set_iteration(iteration);
+  get->set_request_id(request_id);
+  while (!cancel_.load()) {
+    get->set_worker_id(env_.worker_id());
+    auto answer = env_.control->call(request, kCallTimeout);
+    if (answer.is_ok() && answer->has_get_split_response()) return answer->get_split_response();
+    if (answer.is_ok() || !transient(answer.status())) {
+      // kNotFound: this worker was declared dead and re-registers; the task
+      // is about to be replaced. Anything else is a coordinator bug or a
+      // removed job: wait for the next assignment either way.
+      spdlog::warn("worker: job {}: get_split: {}", job_id_,
+                   answer.is_ok() ? "unexpected answer" : answer.status().to_string());
+    }
+    sleep_until_nudged(kRetryPause);
+  }
+  return std::nullopt;
+}
+
+void Task::run_pipeline_thread(uint32_t /*index*/) {
+  uint64_t iteration = 0;
+  while (!cancel_.load()) {
+    {
+      std::unique_lock lock(mu_);
+      space_cv_.wait(lock,
+                     [&] { return ready_.size() < env_.max_queued_batches || cancel_.load(); });
+    }
+    const uint64_t request_id = next_request_id_.fetch_add(1);
+    auto answer = get_split(iteration, request_id);
+    if (!answer) break;
+    switch (answer->outcome_case()) {
+      case control::GetSplitResponse::kSplit: {
+        const control::Split& split = answer->split();
+        // Usually the iteration asked for; an older one for a redelivered split.
+        const uint64_t split_iteration = answer->iteration();
+        const SplitKey key{split_iteration, split.lane(), split.id()};
+        {
+          std::lock_guard lock(mu_);
+          splits_[key] = SplitProgress{};
+          IterationProgress& progress = iterations_[split_iteration];
+          ++progress.splits;
+          progress.reported = false;
+        }
+        Sink sink(*this, split.lane());
+        const auto started = Clock::now();
+        const Status st = pipeline_->run_split(to_pipeline(split), split_iteration, sink, cancel_);
+        {
+          std::lock_guard lock(mu_);
+          stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - started).count();
+          if (st.is_ok()) {
+            splits_[key].produced = true;
+            settle_locked(key);
+          }
+        }
+        if (st.is_ok()) continue;
+        if (st.code() != StatusCode::kCancelled && !cancel_.load()) {
+          fail(st.with_context(fmt::format("split {}", to_pipeline(split).to_string())));
+        }
+        return;
+      }
+      case control::GetSplitResponse::kEndOfIteration: {
+        {
+          std::lock_guard lock(mu_);
+          ++iterations_[iteration].threads_past;
+          maybe_report_iteration_locked(iteration);
+        }
+        ready_cv_.notify_all();
+        ++iteration;
+        continue;
+      }
+      case control::GetSplitResponse::kRetry:
+        sleep_until_nudged(kRetryPause);
+        continue;
+      case control::GetSplitResponse::kEndOfJob:
+      default: {
+        {
+          std::lock_guard lock(mu_);
+          finished_at_.push_back(iteration);
+          std::vector<uint64_t> open;
+          for (const auto& [index, progress] : iterations_) open.push_back(index);
+          for (uint64_t index : open) maybe_report_iteration_locked(index);
+        }
+        ready_cv_.notify_all();
+        return;
+      }
+    }
+  }
+}
+
+Status Task::emit(BatchDescriptor descriptor, pipeline::SendBuffer buffer, uint64_t lane) {
+  descriptor.job_id = job_id_;
+  auto batch = std::make_shared<ReadyBatch>();
+  batch->descriptor = descriptor;
+  batch->buffer = std::move(buffer);
+  batch->lane = lane;
+  {
+    std::lock_guard lock(mu_);
+    ++splits_[{descriptor.iteration, lane, descriptor.split_id}].outstanding;
+    ++iterations_[descriptor.iteration].outstanding;
+    ++stats_.batches_produced;
+    stats_.bytes_produced += descriptor.payload_bytes;
+    ready_.push_back(std::move(batch));
+  }
+  ready_cv_.notify_one();
+  return Status::ok();
+}
+
+bool Task::produced_locked(uint64_t iteration) const {
+  auto it = iterations_.find(iteration);
+  uint32_t past = it == iterations_.end() ? 0 : it->second.threads_past;
+  for (uint64_t at : finished_at_) past += at <= iteration ? 1 : 0;
+  if (past < env_.threads) return false;
+  for (const auto& [key, progress] : splits_) {
+    if (key.iteration == iteration) return false;
+  }
+  return true;
+}
+
+std::optional<uint64_t> Task::oldest_open_iteration_locked() const {
+  for (const auto& [index, it] : iterations_) {
+    if (it.reported) continue;
+    if (it.outstanding != 0 || !produced_locked(index)) return index;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::shared_ptr<ReadyBatch>> Task::next_batch(std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_);
+  std::deque<std::shared_ptr<ReadyBatch>>::iterator pick;
+  const auto sendable = [&] {
+    if (cancel_.load()) return true;
+    const auto oldest = oldest_open_iteration_locked();
+    pick = std::find_if(ready_.begin(), ready_.end(), [&](const auto& b) {
+      return !oldest || b->descriptor.iteration <= *oldest;
+    });
+    return pick != ready_.end();
+  };
+  if (!ready_cv_.wait_for(lock, wait, sendable) || cancel_.load()) return std::nullopt;
+  auto batch = std::move(*pick);
+  ready_.erase(pick);
+  lock.unlock();
+  space_cv_.notify_all();
+  return batch;
+}
+
+void Task::requeue(std::shared_ptr<ReadyBatch> batch) {
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.batches_requeued;
+    ready_.push_front(std::move(batch));
+  }
+  ready_cv_.notify_one();
+}
+
+void Task::delivered(const ReadyBatch& batch, uint64_t consumer_id) {
+  std::lock_guard lock(mu_);
+  const SplitKey key{batch.descriptor.iteration, batch.lane, batch.descriptor.split_id};
+  auto split = splits_.find(key);
+  if (split != splits_.end() && split->second.outstanding > 0) --split->second.outstanding;
+  auto& it = iterations_[batch.descriptor.iteration];
+  if (it.outstanding > 0) --it.outstanding;
+  ++it.delivered[consumer_id];
+  ++stats_.batches_delivered;
+  settle_locked(key);
+  maybe_report_iteration_locked(batch.descriptor.iteration);
+}
+
+void Task::settle_locked(const SplitKey& key) {
+  auto it = splits_.find(key);
+  if (it == splits_.end() || !it->second.produced || it->second.outstanding != 0) return;
+  splits_.erase(it);
+  unacknowledged_.insert(key);
+  ++stats_.splits_done;
+  control::Message report;
+  auto* done = report.mutable_split_done();
+  done->set_worker_id(env_.worker_id());
+  done->set_job_id(job_id_);
+  done->set_iteration(key.iteration);
+  done->set_lane(key.lane);
+  done->set_split_id(key.split);
+  env_.reporter->submit(std::move(report), [this, key](const Status&) {
+    // Acknowledged, or refused for good (the job is gone): no longer held.
+    std::lock_guard lock(mu_);
+    unacknowledged_.erase(key);
+  });
+}
+
+void Task::maybe_report_iteration_locked(uint64_t iteration) {
+  auto found = iterations_.find(iteration);
+  if (found == iterations_.end()) return;
+  IterationProgress& it = found->second;
+  if (it.reported || it.outstanding != 0 || !produced_locked(iteration)) return;
+  it.reported = true;
+  ready_cv_.notify_all();  // batches of the next iteration may go out now
+  if (it.splits != 0) {    // a participant: tell what each consumer got
+    control::Message report;
+    auto* done = report.mutable_iteration_done();
+    done->set_worker_id(env_.worker_id());
+    done->set_job_id(job_id_);
+    done->set_iteration(iteration);
+    for (const auto& [consumer, batches] : it.delivered) {
+      auto* count = done->add_batches();
+      count->set_consumer_id(consumer);
+      count->set_batches(batches);
+    }
+    spdlog::debug("worker: job {} iteration {} done here: {} splits", job_id_, iteration,
+                  it.splits);
+    env_.reporter->submit(std::move(report));
+  }
+}
+
+void Task::fail(const Status& why) {
+  if (cancel_.exchange(true)) return;
+  spdlog::error("worker: job {} ('{}') failed: {}", job_id_, job_name_, why.to_string());
+  control::Message report;
+  auto* failed = report.mutable_task_failed();
+  failed->set_worker_id(env_.worker_id());
+  failed->set_job_id(job_id_);
+  failed->mutable_error()->set_code(static_cast<uint32_t>(why.code()));
+  failed->mutable_error()->set_message(why.message());
+  env_.reporter->submit(std::move(report));
+  nudge();
+  ready_cv_.notify_all();
+  space_cv_.notify_all();
+}
+
+bool Task::finished() const {
+  std::lock_guard lock(mu_);
+  if (finished_at_.size() < env_.threads || !ready_.empty()) return false;
+  for (const auto& [index, it] : iterations_) {
+    if (it.outstanding != 0) return false;
+  }
+  return true;
+}
+
+control::TaskState Task::held() const {
+  std::lock_guard lock(mu_);
+  control::TaskState state;
+  state.set_job_id(job_id_);
+  const auto add = [&](const SplitKey& key) {
+    auto* h = state.add_held();
+    h->set_iteration(key.iteration);
+    h->set_lane(key.lane);
+    h->set_split_id(key.split);
+  };
+  for (const auto& [key, progress] : splits_) add(key);
+  for (const auto& key : unacknowledged_) add(key);
+  return state;
+}
+
+TaskStats Task::stats() const {
+  std::lock_guard lock(mu_);
+  TaskStats s = stats_;
+  s.bad_records = pipeline_->bad_records();
+  s.consumers = links_.size();
+  return s;
+}
+
+}  // namespace stoker::workers

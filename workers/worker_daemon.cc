@@ -1,0 +1,349 @@
+// WorkerDaemon: registration, heartbeats, task lifecycle and /metrics.
+#include "workers/worker_daemon.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "pipeline/bad_records.h"
+#include "transport/control/control_client.h"
+#include "workers/reporter.h"
+#include "workers/send_arena.h"
+#include "workers/task.h"
+
+namespace stoker::workers {
+namespace {
+
+constexpr auto kCallTimeout = std::chrono::seconds(5);
+
+std::string default_name() {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  return fmt::format("{}:{}", host, ::getpid());
+}
+
+}  // namespace
+
+class WorkerDaemon::Impl {
+ public:
+  explicit Impl(WorkerOptions options) : options_(std::move(options)) {
+    if (options_.name.empty()) options_.name = default_name();
+    if (options_.threads == 0) options_.threads = 1;
+  }
+  ~Impl() { stop(); }
+
+  Status start();
+  void stop();
+  uint64_t worker_id() const { return worker_id_.load(); }
+  std::string metrics() const;
+  uint16_t metrics_port() const { return metrics_port_; }
+
+ private:
+  std::optional<control::Message> session_request();
+  Status on_session(const Result<control::Message>& answer);
+  void heartbeat_loop();
+  void apply_assignment(const control::WorkerHeartbeatResponse& response);
+  void report_start_failure(uint64_t job_id, const Status& why);
+  void wake();
+
+  WorkerOptions options_;
+  std::unique_ptr<SendArena> arena_;
+  std::unique_ptr<control::ControlClient> control_;
+  std::unique_ptr<Reporter> reporter_;
+  std::atomic<uint64_t> worker_id_{0};
+  std::atomic<bool> reregistered_as_new_{false};
+
+  mutable std::mutex tasks_mu_;
+  std::map<uint64_t, std::unique_ptr<Task>> tasks_;
+  std::set<uint64_t> failed_jobs_;  // could not start here; reported once
+  TaskStats retired_stats_;         // of tasks that ended, for the counters
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool woken_ = false;
+  std::atomic<bool> stopping_{false};
+  std::thread heartbeat_thread_;
+
+  std::unique_ptr<httplib::Server> http_;
+  std::thread http_thread_;
+  uint16_t metrics_port_ = 0;
+};
+
+std::optional<control::Message> WorkerDaemon::Impl::session_request() {
+  control::Message m;
+  auto* r = m.mutable_register_worker();
+  r->set_worker_id(worker_id_.load());
+  r->set_name(options_.name);
+  r->set_threads(options_.threads);
+  std::lock_guard lock(tasks_mu_);
+  for (const auto& [id, task] : tasks_) *r->add_tasks() = task->held();
+  return m;
+}
+
+Status WorkerDaemon::Impl::on_session(const Result<control::Message>& answer) {
+  if (answer.is_ok() && answer->has_worker_registered()) {
+    const uint64_t previous = worker_id_.exchange(answer->worker_registered().worker_id());
+    if (previous != 0 && previous != worker_id_.load()) {
+      spdlog::warn("worker: registered anew as worker {} (was {})", worker_id_.load(), previous);
+    }
+    wake();
+    return Status::ok();
+  }
+  if (!answer.is_ok() && answer.status().code() == StatusCode::kNotFound) {
+    // The coordinator declared us dead (or lost its journal): our tasks'
+    // splits are no longer ours. Drop them and register as a new worker.
+    spdlog::warn("worker: {}", answer.status().message());
+    worker_id_ = 0;
+    reregistered_as_new_ = true;
+    wake();
+    return answer.status();
+  }
+  return answer.is_ok() ? protocol_error("unexpected answer to register_worker") : answer.status();
+}
+
+Status WorkerDaemon::Impl::start() {
+  STOKER_ASSIGN_OR_RETURN(arena_, SendArena::create(options_.memory_budget));
+  control::ControlClientOptions client{
+      .server_address = options_.coordinator_address,
+      .role = control::ROLE_WORKER,
+      .name = options_.name,
+      .secret = options_.secret,
+      .session_request = [this] { return session_request(); },
+      .on_session = [this](const Result<control::Message>& a) { return on_session(a); },
+      .on_notice = [this](const control::Message&) { wake(); }};
+  STOKER_ASSIGN_OR_RETURN(control_, control::ControlClient::connect(std::move(client)));
+  reporter_ = std::make_unique<Reporter>(*control_);
+  spdlog::info(
+      "worker: registered as worker {} with the coordinator at {} ({} threads, {} MiB "
+      "budget)",
+      worker_id_.load(), options_.coordinator_address, options_.threads, arena_->capacity() >> 20);
+  if (options_.metrics_port != 0) {
+    http_ = std::make_unique<httplib::Server>();
+    http_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics(), "text/plain; version=0.0.4");
+    });
+    if (!http_->bind_to_port(options_.metrics_host, options_.metrics_port)) {
+      return io_error(fmt::format("cannot serve /metrics on {}:{}", options_.metrics_host,
+                                  options_.metrics_port));
+    }
+    metrics_port_ = options_.metrics_port;
+    http_thread_ = std::thread([this] { http_->listen_after_bind(); });
+  }
+  heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
+  return Status::ok();
+}
+
+void WorkerDaemon::Impl::wake() {
+  {
+    std::lock_guard lock(wake_mu_);
+    woken_ = true;
+  }
+  wake_cv_.notify_all();
+  std::lock_guard lock(tasks_mu_);
+  for (auto& [id, task] : tasks_) task->nudge();
+}
+
+void WorkerDaemon::Impl::stop() {
+  if (stopping_.exchange(true)) return;
+  // Calls in flight (a pipeline thread asking for a split) return at once;
+  // the coordinator learns of our leaving when the connection closes.
+  if (control_) control_->shutdown();
+  wake();
+  if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  std::map<uint64_t, std::unique_ptr<Task>> tasks;
+  {
+    std::lock_guard lock(tasks_mu_);
+    tasks.swap(tasks_);
+  }
+  tasks.clear();  // each closes its consumer links (goodbye to each consumer)
+  if (reporter_) reporter_->stop();
+  if (http_) {
+    http_->stop();
+    if (http_thread_.joinable()) http_thread_.join();
+  }
+  control_.reset();
+}
+
+void WorkerDaemon::Impl::heartbeat_loop() {
+  while (!stopping_.load()) {
+    if (reregistered_as_new_.exchange(false)) {
+      std::map<uint64_t, std::unique_ptr<Task>> dropped;
+      {
+        std::lock_guard lock(tasks_mu_);
+        dropped.swap(tasks_);
+      }
+      dropped.clear();
+    }
+    if (worker_id_.load() != 0) {
+      control::Message m;
+      auto* hb = m.mutable_worker_heartbeat();
+      hb->set_worker_id(worker_id_.load());
+      {
+        std::lock_guard lock(tasks_mu_);
+        TaskStats total = retired_stats_;
+        for (const auto& [id, task] : tasks_) {
+          const TaskStats s = task->stats();
+          total.batches_produced += s.batches_produced;
+          total.bytes_produced += s.bytes_produced;
+          total.busy_seconds += s.busy_seconds;
+          for (size_t i = 0; i < total.bad_records.by_reason.size(); ++i) {
+            total.bad_records.by_reason[i] += s.bad_records.by_reason[i];
+          }
+        }
+        hb->mutable_stats()->set_batches_produced(total.batches_produced);
+        hb->mutable_stats()->set_bytes_produced(total.bytes_produced);
+        hb->mutable_stats()->set_busy_seconds(total.busy_seconds);
+        hb->mutable_stats()->set_bad_records(total.bad_records.total());
+      }
+      auto answer = control_->call(m, kCallTimeout);
+      if (answer.is_ok() && answer->has_worker_heartbeat_response()) {
+        apply_assignment(answer->worker_heartbeat_response());
+      } else if (!answer.is_ok()) {
+        spdlog::debug("worker: heartbeat: {}", answer.status().to_string());
+      }
+    }
+    std::unique_lock lock(wake_mu_);
+    wake_cv_.wait_for(lock, std::chrono::milliseconds(control_->heartbeat_interval_ms()),
+                      [&] { return woken_ || stopping_.load(); });
+    woken_ = false;
+  }
+}
+
+void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse& response) {
+  std::set<uint64_t> assigned;
+  std::vector<std::unique_ptr<Task>> ended;
+  std::vector<const control::TaskAssignment*> starting;
+  {
+    std::lock_guard lock(tasks_mu_);
+    for (const auto& a : response.tasks()) {
+      assigned.insert(a.job_id());
+      auto it = tasks_.find(a.job_id());
+      if (it != tasks_.end()) {
+        it->second->update(a);
+      } else if (!failed_jobs_.contains(a.job_id())) {
+        starting.push_back(&a);
+      }
+    }
+    for (auto it = tasks_.begin(); it != tasks_.end();) {
+      if (!assigned.contains(it->first)) {
+        const TaskStats s = it->second->stats();
+        retired_stats_.batches_produced += s.batches_produced;
+        retired_stats_.bytes_produced += s.bytes_produced;
+        retired_stats_.busy_seconds += s.busy_seconds;
+        ended.push_back(std::move(it->second));
+        it = tasks_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& task : ended) {
+    spdlog::info("worker: job {} ended", task->job_id());
+    task.reset();
+  }
+  for (const auto* a : starting) {
+    TaskEnvironment env{
+        .control = control_.get(),
+        .reporter = reporter_.get(),
+        .arena = arena_.get(),
+        .worker_id = [this] { return worker_id_.load(); },
+        .worker_name = fmt::format("worker-{} ({})", worker_id_.load(), options_.name),
+        .threads = options_.threads,
+        .push_mode = options_.push_mode};
+    auto task = Task::start(std::move(env), *a);
+    std::lock_guard lock(tasks_mu_);
+    if (task.is_ok()) {
+      tasks_[a->job_id()] = std::move(task).value();
+    } else {
+      failed_jobs_.insert(a->job_id());
+      report_start_failure(a->job_id(), task.status());
+    }
+  }
+}
+
+void WorkerDaemon::Impl::report_start_failure(uint64_t job_id, const Status& why) {
+  spdlog::error("worker: cannot run job {}: {}", job_id, why.to_string());
+  control::Message report;
+  auto* failed = report.mutable_task_failed();
+  failed->set_worker_id(worker_id_.load());
+  failed->set_job_id(job_id);
+  failed->mutable_error()->set_code(static_cast<uint32_t>(why.code()));
+  failed->mutable_error()->set_message(why.message());
+  reporter_->submit(std::move(report));
+}
+
+std::string WorkerDaemon::Impl::metrics() const {
+  TaskStats total;
+  size_t tasks = 0;
+  {
+    std::lock_guard lock(tasks_mu_);
+    total = retired_stats_;
+    tasks = tasks_.size();
+    for (const auto& [id, task] : tasks_) {
+      const TaskStats s = task->stats();
+      total.batches_produced += s.batches_produced;
+      total.bytes_produced += s.bytes_produced;
+      total.batches_delivered += s.batches_delivered;
+      total.batches_requeued += s.batches_requeued;
+      total.splits_done += s.splits_done;
+      total.busy_seconds += s.busy_seconds;
+      total.consumers += s.consumers;
+      for (size_t i = 0; i < total.bad_records.by_reason.size(); ++i) {
+        total.bad_records.by_reason[i] += s.bad_records.by_reason[i];
+      }
+    }
+  }
+  std::string out;
+  const auto metric = [&](std::string_view name, std::string_view type, std::string_view help,
+                          auto value) {
+    out +=
+        fmt::format("# HELP stoker_worker_{} {}\n# TYPE stoker_worker_{} {}\nstoker_worker_{} {}\n",
+                    name, help, name, type, name, value);
+  };
+  metric("batches_produced_total", "counter", "Batches the pipelines produced.",
+         total.batches_produced);
+  metric("bytes_produced_total", "counter", "Payload bytes the pipelines produced.",
+         total.bytes_produced);
+  metric("batches_delivered_total", "counter", "Batches that completed sending to a consumer.",
+         total.batches_delivered);
+  metric("batches_requeued_total", "counter",
+         "Batches given to another consumer because theirs died first.", total.batches_requeued);
+  metric("splits_done_total", "counter", "Splits fully produced and delivered.", total.splits_done);
+  metric("busy_seconds_total", "counter", "Pipeline thread time spent producing.",
+         total.busy_seconds);
+  metric("tasks", "gauge", "Jobs running here.", tasks);
+  metric("consumer_links", "gauge", "Connections to consumers.", total.consumers);
+  metric("memory_budget_bytes", "gauge", "The send arena's size.", arena_->capacity());
+  metric("memory_in_use_bytes", "gauge", "Send buffers held by batches.", arena_->bytes_in_use());
+  out +=
+      "# HELP stoker_worker_bad_records_total Bad records met, by reason.\n"
+      "# TYPE stoker_worker_bad_records_total counter\n";
+  for (size_t i = 0; i < total.bad_records.by_reason.size(); ++i) {
+    out += fmt::format("stoker_worker_bad_records_total{{reason=\"{}\"}} {}\n",
+                       pipeline::bad_record_reason_name(static_cast<pipeline::BadRecordReason>(i)),
+                       total.bad_records.by_reason[i]);
+  }
+  return out;
+}
+
+WorkerDaemon::WorkerDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WorkerDaemon::~WorkerDaemon() { stop(); }
+
+Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::start(WorkerOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(options));
+  STOKER_RETURN_IF_ERROR(impl->start());
+  return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));
+}
+
+void WorkerDaemon::stop() { impl_->stop(); }
+uint64_t WorkerDaemon::worker_id() const { return impl_->worker_id(); }
+std::string WorkerDaemon::metrics() const { return impl_->metrics(); }
+uint16_t WorkerDaemon::metrics_port() const { return impl_->metrics_port(); }
+
+}  // namespace stoker::workers

@@ -29,10 +29,9 @@ Status send_control_am(ucp_ep_h ep, uint16_t id, std::vector<std::byte> header,
   param.cb.send = &free_message;
   param.user_data = owned;
   param.flags = UCP_AM_SEND_FLAG_REPLY | UCP_AM_SEND_FLAG_EAGER;
-  ucs_status_ptr_t request =
-      ucp_am_send_nbx(ep, id, owned->header.data(), owned->header.size(),
-                      owned->payload.empty() ? nullptr : owned->payload.data(),
-                      owned->payload.size(), &param);
+  ucs_status_ptr_t request = ucp_am_send_nbx(
+      ep, id, owned->header.data(), owned->header.size(),
+      owned->payload.empty() ? nullptr : owned->payload.data(), owned->payload.size(), &param);
   if (request == nullptr || UCS_PTR_IS_ERR(request)) {
     delete owned;
     return request == nullptr

@@ -63,7 +63,8 @@ Result<std::unique_ptr<ClientConnection>> ClientConnection::connect(const Client
                                                      .role = control::ROLE_CONSUMER,
                                                      .name = options.name,
                                                      .secret = connection->secret_,
-                                                     .connect_timeout = options.connect_timeout}));
+                                                     .connect_timeout = options.connect_timeout,
+                                                     .retry_for = options.connect_timeout}));
   return connection;
 }
 

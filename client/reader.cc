@@ -19,7 +19,10 @@
 #include <set>
 #include <thread>
 
+#include "client/batch_preparation.h"
+#include "client/batch_state.h"
 #include "client/client_internal.h"
+#include "stoker/landing.h"
 #include "transport/control/control_client.h"
 #include "transport/control/control_frame.h"
 
@@ -50,39 +53,63 @@ control::ShardingMode to_control(Sharding s) {
 // Batch
 // ---------------------------------------------------------------------------
 
+detail::BatchState::~BatchState() = default;
+
 Batch::Batch() = default;
-Batch::Batch(LandedBatch landed, int device) : landed_(std::move(landed)), device_(device) {}
+Batch::Batch(std::shared_ptr<detail::BatchState> state) : state_(std::move(state)) {}
 Batch::Batch(Batch&&) noexcept = default;
 Batch& Batch::operator=(Batch&&) noexcept = default;
 Batch::~Batch() = default;
 
-const BatchDescriptor& Batch::descriptor() const { return landed_.descriptor(); }
-uint64_t Batch::producer() const { return landed_.producer_id(); }
-std::span<std::byte> Batch::payload() const { return landed_.payload(); }
-MemoryKind Batch::memory() const { return landed_.memory_kind(); }
-bool Batch::valid() const { return landed_.valid(); }
+namespace {
+const BatchDescriptor kNoDescriptor{};
+}
+
+const BatchDescriptor& Batch::descriptor() const {
+  return state_ ? state_->descriptor : kNoDescriptor;
+}
+uint64_t Batch::producer() const { return state_ ? state_->producer : 0; }
+MemoryKind Batch::memory() const { return state_ ? state_->memory : MemoryKind::kHost; }
+int Batch::device() const { return state_ ? state_->device : -1; }
+bool Batch::valid() const { return state_ != nullptr; }
+
+std::vector<std::string> Batch::tensor_names() const {
+  std::vector<std::string> names;
+  if (state_) {
+    for (const auto& [name, view] : state_->tensors) names.push_back(name);
+  }
+  return names;
+}
 
 Result<TensorView> Batch::tensor(std::string_view name) const {
-  if (!landed_.valid()) return failed_precondition("the batch was released");
-  const BatchDescriptor& d = landed_.descriptor();
+  if (!state_) return failed_precondition("the batch was released");
   std::string names;
-  for (size_t i = 0; i < d.tensor_count; ++i) {
-    if (d.tensors[i].name_view() == name) {
-      return TensorView::of_descriptor(d.tensors[i], landed_.payload().data(),
-                                       landed_.memory_kind(),
-                                       landed_.memory_kind() == MemoryKind::kDevice ? device_ : -1);
-    }
-    names += fmt::format("{}'{}'", names.empty() ? "" : ", ", d.tensors[i].name_view());
+  for (const auto& [n, view] : state_->tensors) {
+    if (n == name) return view;
+    names += fmt::format("{}'{}'", names.empty() ? "" : ", ", n);
   }
   return not_found(fmt::format("the batch has no tensor '{}' (it has {})", name, names));
 }
 
+Result<DLPackTensor> Batch::to_dlpack(std::string_view name) const {
+  STOKER_ASSIGN_OR_RETURN(auto view, tensor(name));
+  return stoker::to_dlpack(view, state_);
+}
+
+Result<LegacyDLPackTensor> Batch::to_legacy_dlpack(std::string_view name) const {
+  STOKER_ASSIGN_OR_RETURN(auto view, tensor(name));
+  return stoker::to_legacy_dlpack(view, state_);
+}
+
+Status Batch::wait_on(StreamRef stream) const {
+  if (!state_) return failed_precondition("the batch was released");
+  if (state_->memory != MemoryKind::kDevice) return Status::ok();  // ready when handed out
+  return state_->ready.enqueue_wait(stream);
+}
+
 Status Batch::release() {
-  if (released_ || !landed_.valid()) {
-    return failed_precondition("the batch was already released");
-  }
-  released_ = true;
-  landed_.release();
+  if (!state_) return failed_precondition("the batch was already released");
+  state_.reset();  // the slot returns once no DLPack export holds it either
   return Status::ok();
 }
 
@@ -124,6 +151,7 @@ class Reader::Impl {
   std::string access_token_;
   std::string advertised_address_;
   std::unique_ptr<BatchReceiver> receiver_;
+  std::unique_ptr<detail::BatchPreparer> preparer_;
   std::unique_ptr<control::ControlClient> control_;
   std::atomic<uint64_t> consumer_id_{0};
   std::atomic<uint64_t> job_id_{0};
@@ -198,10 +226,16 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
     STOKER_ASSIGN_OR_RETURN(auto info, connection.describe_pipeline(options_.pipeline_spec));
     slot_bytes = std::max<size_t>(info.max_batch_bytes(), 4096);
   }
+  // Where batches land, given this build and the loaded UCX.
+  STOKER_ASSIGN_OR_RETURN(const auto transport, query_transport());
+  STOKER_ASSIGN_OR_RETURN(const auto plan, plan_landing(options_.memory, transport));
+  if (!plan.note.empty()) spdlog::warn("reader: {}", plan.note);
   std::shared_ptr<MemoryResource> landing;
-  if (options_.memory != MemoryKind::kHost) {
-    STOKER_ASSIGN_OR_RETURN(landing, make_memory_resource(options_.memory, options_.device));
+  if (plan.land_in != MemoryKind::kHost) {
+    STOKER_ASSIGN_OR_RETURN(landing, make_memory_resource(plan.land_in, options_.device));
   }
+  STOKER_ASSIGN_OR_RETURN(
+      preparer_, detail::BatchPreparer::create(options_, plan.land_in, plan.copy_to_device));
   access_token_ = detail::random_token();
   STOKER_ASSIGN_OR_RETURN(receiver_,
                           BatchReceiver::start({.listen_address = options_.listen_address,
@@ -227,6 +261,7 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
            .name = options_.name.empty() ? client_.name : options_.name,
            .secret = connection.secret(),
            .connect_timeout = client_.connect_timeout,
+           .retry_for = client_.connect_timeout,
            .session_request = [this] { return join_request(); },
            .on_session = [this](const Result<control::Message>& a) { return on_joined(a); },
            .on_notice = [this](const control::Message&) { wake_heartbeat(); }}));
@@ -314,7 +349,8 @@ Result<std::optional<Batch>> Reader::Impl::hand_out(LandedBatch landed) {
     }
   }
   last_handout_ = now;
-  return std::optional<Batch>(Batch(std::move(landed), options_.device));
+  STOKER_ASSIGN_OR_RETURN(auto state, preparer_->prepare(std::move(landed)));
+  return std::optional<Batch>(Batch(std::move(state)));
 }
 
 Result<std::optional<Batch>> Reader::Impl::next(std::chrono::milliseconds timeout) {
@@ -344,6 +380,7 @@ Result<std::optional<Batch>> Reader::Impl::next(std::chrono::milliseconds timeou
         return std::optional<Batch>();
       }
     }
+    preparer_->poll();
     const auto now = Clock::now();
     if (now >= deadline) {
       return timed_out(fmt::format("no batch of epoch {} within {} ms", epoch_, timeout.count()));
@@ -389,6 +426,7 @@ Status Reader::Impl::close() {
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
   control_.reset();
   early_.clear();
+  preparer_.reset();
   receiver_.reset();
   return st;
 }

@@ -126,6 +126,11 @@ class Coordinator::Service : public control::ControlHandler {
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<control::ControlServer> server_;
   Clock::time_point started_ = Clock::now();
+  // Changes whenever the tasks or their consumers change; workers send the
+  // one they run and get the assignment only when it differs. Not journaled:
+  // each coordinator start picks a random base, so after a restart every
+  // worker gets its assignment again (and 0, "none yet", never matches).
+  uint64_t assignment_version_ = (std::random_device{}() | 1ULL) << 20;
   // Which sessions (worker and consumer ids) each connection carries: a
   // connection may multiplex several (load generators do).
   std::map<control::ConnectionId, std::set<uint64_t>> workers_on_;
@@ -174,6 +179,17 @@ Status Coordinator::Service::commit(const JournalRecord& record) {
   std::string bytes;
   if (!record.SerializeToString(&bytes)) return internal_error("serializing a journal record");
   STOKER_RETURN_IF_ERROR(journal_->append(std::as_bytes(std::span(bytes))));
+  switch (record.change_case()) {
+    case JournalRecord::kJobCreated:
+    case JournalRecord::kJobFailed:
+    case JournalRecord::kJobRemoved:
+    case JournalRecord::kConsumerJoined:
+    case JournalRecord::kConsumerRemoved:
+      ++assignment_version_;  // what workers run, and for whom, changed
+      break;
+    default:
+      break;
+  }
   if (Status st = state_.apply(record); !st.is_ok()) {
     // The record is on disk and a replay would fail on it too: stop rather
     // than run on a state the journal cannot rebuild.
@@ -363,6 +379,11 @@ Result<Message> Coordinator::Service::worker_heartbeat(WorkerRecord& w,
   w.stats = r.stats();
   Message answer;
   auto* response = answer.mutable_worker_heartbeat_response();
+  response->set_assignment_version(assignment_version_);
+  if (r.assignment_version() == assignment_version_) {
+    response->set_unchanged(true);
+    return answer;
+  }
   for (const auto& [id, job] : state_.jobs()) {
     if (job.failed || state_.job_finished(job)) continue;
     fill_task(job, response->add_tasks());
@@ -394,7 +415,8 @@ Result<Message> Coordinator::Service::get_split(WorkerRecord& w, const control::
   }
   const auto give = [&](uint64_t iteration, uint64_t lane, uint64_t split) {
     response->set_iteration(iteration);
-    *response->mutable_split() = job->iterations.at(iteration).lanes.at(lane).splits.at(split);
+    *response->mutable_split() =
+        state_.split_for(*job, job->iterations.at(iteration).lanes.at(lane), lane, split);
     return answer;
   };
   // A retry of an attempt that was answered (the answer got lost): the same split.

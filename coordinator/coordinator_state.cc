@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 
 #include "pipeline/split.h"
 
@@ -16,11 +17,6 @@ uint64_t splitmix64(uint64_t& state) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-pipeline::ShardingMode to_pipeline(control::ShardingMode mode) {
-  return mode == control::SHARDING_FILE ? pipeline::ShardingMode::kFile
-                                        : pipeline::ShardingMode::kData;
 }
 
 control::Split to_control(const pipeline::Split& s) {
@@ -225,27 +221,34 @@ Status CoordinatorState::apply_worker_removed(const WorkerRemoved& r) {
   return Status::ok();
 }
 
-void CoordinatorState::open_lane(Job& job, Iteration& it, uint64_t owner,
-                                 const std::vector<control::Split>& splits) {
+Lane& CoordinatorState::open_lane(Job& job, Iteration& it, uint64_t owner,
+                                  const std::vector<uint64_t>& ids) {
   Lane& lane = it.lanes[owner];
   lane.owner = owner;
-  // Hand the lane's splits out in the job's (seeded) order for this iteration.
-  std::map<uint64_t, size_t> position;
-  const auto order = split_order(job.splits.size(), job.shuffle_seed, it.index);
-  for (size_t i = 0; i < order.size(); ++i) position[job.splits[order[i]].id()] = i;
-  std::vector<const control::Split*> sorted;
-  for (const auto& s : splits) sorted.push_back(&s);
-  std::stable_sort(sorted.begin(), sorted.end(), [&](const auto* a, const auto* b) {
-    return position[a->id()] < position[b->id()];
-  });
-  for (const control::Split* s : sorted) {
-    control::Split copy = *s;
-    copy.set_lane(owner);
-    lane.splits[s->id()] = copy;
-    lane.units[s->id()] = SplitUnit{};
-    lane.pending.push_back(s->id());
+  // Hand the splits out in the job's (seeded) order for this iteration.
+  std::vector<bool> member(job.splits.size(), ids.empty());
+  for (uint64_t id : ids) member[id] = true;
+  lane.units.reserve(ids.empty() ? job.splits.size() : ids.size());
+  for (uint64_t id : split_order(job.splits.size(), job.shuffle_seed, it.index)) {
+    if (!member[id]) continue;
+    lane.units.emplace(id, SplitUnit{});
+    lane.pending.push_back(id);
     ++it.units_total;
   }
+  return lane;
+}
+
+control::Split CoordinatorState::split_for(const Job& job, const Lane& lane, uint64_t lane_id,
+                                           uint64_t split) const {
+  control::Split out = job.splits.at(split);
+  if (lane.data_count > 0) {
+    const auto strided =
+        pipeline::static_shard(std::array{to_pipeline(out)}, pipeline::ShardingMode::kData,
+                               lane.data_index, lane.data_count);
+    out = to_control(strided.front());
+  }
+  out.set_lane(lane_id);
+  return out;
 }
 
 Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
@@ -259,26 +262,35 @@ Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
   it.index = r.iteration();
   it.static_workers.assign(r.workers().begin(), r.workers().end());
   switch (j->options.sharding()) {
-    case control::SHARDING_FILE:
-    case control::SHARDING_DATA: {
+    case control::SHARDING_FILE: {
+      // Worker i of n takes the shards with shard % n == i.
       std::vector<pipeline::Split> all;
       for (const auto& s : j->splits) all.push_back(to_pipeline(s));
       const auto n = static_cast<uint32_t>(it.static_workers.size());
       for (uint32_t index = 0; index < n; ++index) {
-        std::vector<control::Split> mine;
-        for (const auto& s :
-             pipeline::static_shard(all, to_pipeline(j->options.sharding()), index, n)) {
-          mine.push_back(to_control(s));
+        std::vector<uint64_t> ids;
+        for (const auto& s : pipeline::static_shard(all, pipeline::ShardingMode::kFile, index, n)) {
+          ids.push_back(s.id);
         }
-        open_lane(*j, it, it.static_workers[index], mine);
+        if (!ids.empty()) open_lane(*j, it, it.static_workers[index], ids);
+      }
+      break;
+    }
+    case control::SHARDING_DATA: {
+      // Every worker visits every split, keeping every n-th record.
+      const auto n = static_cast<uint32_t>(it.static_workers.size());
+      for (uint32_t index = 0; index < n; ++index) {
+        Lane& lane = open_lane(*j, it, it.static_workers[index], {});
+        lane.data_index = index;
+        lane.data_count = n;
       }
       break;
     }
     case control::SHARDING_OFF:
-      for (uint64_t w : it.static_workers) open_lane(*j, it, w, j->splits);
+      for (uint64_t w : it.static_workers) open_lane(*j, it, w, {});
       break;
     default:
-      open_lane(*j, it, 0, j->splits);
+      open_lane(*j, it, 0, {});
       break;
   }
   return Status::ok();
@@ -307,7 +319,13 @@ Status CoordinatorState::apply_split_assigned(const SplitAssigned& r) {
   if (unit == lane->units.end() || unit->second.state != SplitUnit::State::kPending) {
     return internal_error(fmt::format("split {} assigned while not pending", r.split_id()));
   }
-  std::erase(lane->pending, r.split_id());
+  // Units are handed out from the front of their lane; anything else is a
+  // journal written by a coordinator with another order (still correct, slower).
+  if (lane->pending.front() == r.split_id()) {
+    lane->pending.pop_front();
+  } else {
+    std::erase(lane->pending, r.split_id());
+  }
   unit->second = {SplitUnit::State::kAssigned, r.worker_id(), r.request_id()};
   ++it->units_assigned;
   if (WorkerRecord* w = worker(r.worker_id())) {

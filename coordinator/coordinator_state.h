@@ -23,6 +23,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "coordinator/journal.pb.h"
@@ -41,10 +42,13 @@ struct SplitUnit {
 };
 
 struct Lane {
-  uint64_t owner = 0;                         // 0: shared by every worker
-  std::deque<uint64_t> pending;               // split ids, in hand-out order
-  std::map<uint64_t, control::Split> splits;  // this lane's form of each split
-  std::map<uint64_t, SplitUnit> units;        // split id -> state
+  uint64_t owner = 0;                             // 0: shared by every worker
+  std::deque<uint64_t> pending;                   // split ids, in hand-out order
+  std::unordered_map<uint64_t, SplitUnit> units;  // split id -> state
+  // DATA sharding: this lane is worker `data_index` of `data_count`, and
+  // visits every data_count-th record of each split.
+  uint32_t data_index = 0;
+  uint32_t data_count = 0;
 };
 
 struct Iteration {
@@ -144,12 +148,17 @@ class CoordinatorState {
   std::optional<UnitRef> unit_for_request(const Job& job, uint64_t w, uint64_t request_id) const;
   // The live workers that run a task for `job` (every live worker, today).
   std::vector<uint64_t> live_workers() const;
+  // The split a worker is given for unit `split` of `lane`: the job's
+  // split, strided for DATA sharding, tagged with the lane.
+  control::Split split_for(const Job& job, const Lane& lane, uint64_t lane_id,
+                           uint64_t split) const;
 
  private:
   Status apply_worker_removed(const WorkerRemoved& r);
   Status apply_iteration_started(const IterationStarted& r);
-  void open_lane(Job& job, Iteration& it, uint64_t owner,
-                 const std::vector<control::Split>& splits);
+  // Opens a lane holding the job's splits `ids` (every split, when empty),
+  // in the job's hand-out order for the iteration.
+  Lane& open_lane(Job& job, Iteration& it, uint64_t owner, const std::vector<uint64_t>& ids);
   Status apply_split_assigned(const SplitAssigned& r);
   Status apply_split_done(const SplitDone& r);
   Status apply_split_requeued(const SplitRequeued& r);

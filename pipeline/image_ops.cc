@@ -6,15 +6,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "pipeline/overloaded.h"
 #include "pipeline/png_codec.h"
 
 namespace stoker::pipeline {
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 // Python's round(): to nearest, ties to even (the default FP rounding mode).
 int64_t round_half_even(double v) { return static_cast<int64_t>(std::nearbyint(v)); }

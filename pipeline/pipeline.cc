@@ -14,17 +14,13 @@
 #include <cstring>
 
 #include "pipeline/image_ops.h"
+#include "pipeline/overloaded.h"
 #include "pipeline/random.h"
 #include "pipeline/range_payload.h"
 #include "pipeline/source.h"
 
 namespace stoker::pipeline {
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 constexpr size_t kTensorAlignment = 64;  // every tensor starts on a cache line
 size_t align_up(size_t n) { return (n + kTensorAlignment - 1) & ~(kTensorAlignment - 1); }

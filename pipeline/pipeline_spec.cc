@@ -11,16 +11,12 @@
 #include <cmath>
 
 #include "pipeline/json_reader.h"
+#include "pipeline/overloaded.h"
 
 namespace stoker::pipeline {
 namespace {
 
 using nlohmann::json;
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 // ---- parsing helpers -------------------------------------------------------
 

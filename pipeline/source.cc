@@ -3,15 +3,11 @@
 
 #include <utility>
 
+#include "pipeline/overloaded.h"
 #include "pipeline/random.h"
 
 namespace stoker::pipeline {
 namespace {
-
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
 
 class ShuffleCursor final : public RecordCursor {
  public:

@@ -1,8 +1,8 @@
 // Sources that generate their records: range (indices), synthetic images (a
 // pool of JPEGs made once) and synthetic token sequences.
 #include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 

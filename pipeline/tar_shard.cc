@@ -80,12 +80,14 @@ Result<std::unique_ptr<TarReader>> TarReader::open(const std::string& path, uint
   archive_read_set_callback_data(r->archive_, &r->io_);
   archive_read_set_read_callback(r->archive_, io_read);
   archive_read_set_skip_callback(r->archive_, io_skip);
-  if (archive_read_open1(r->archive_) != ARCHIVE_OK) {
-    // An empty remainder is a valid, empty archive; anything else is damage
-    // the first next() reports.
-    if (start < r->io_.size) {
-      return io_error(fmt::format("{}: {}", path, archive_error_string(r->archive_)));
-    }
+  if (archive_read_open1(r->archive_) != ARCHIVE_OK && start < r->io_.size) {
+    // Not recognisable as tar from here: damage, which the first next()
+    // reports as a problem with the record (an empty remainder is a valid,
+    // empty archive).
+    const char* message = archive_error_string(r->archive_);
+    r->open_problem_ = RecordProblem{
+        BadRecordReason::kMalformedRecord,
+        fmt::format("not a tar archive from here: {}", message ? message : "unknown error")};
   }
   return r;
 }
@@ -107,6 +109,10 @@ RecordProblem TarReader::classify(std::string_view what) const {
 }
 
 TarReader::Step TarReader::next(TarMember& member, RecordProblem& problem) {
+  if (open_problem_) {
+    problem = *open_problem_;
+    return Step::kProblem;
+  }
   struct archive_entry* entry = nullptr;
   const int rc = archive_read_next_header(archive_, &entry);
   if (rc == ARCHIVE_EOF) return Step::kEnd;

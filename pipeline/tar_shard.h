@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -65,6 +66,7 @@ class TarReader {
   std::string path_;
   uint64_t start_ = 0;
   uint64_t member_size_ = 0;
+  std::optional<RecordProblem> open_problem_;
   Io io_;
   struct archive* archive_ = nullptr;
 };

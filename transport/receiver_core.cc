@@ -148,13 +148,14 @@ void ReceiverCore::run() {
     // Publish that we sleep, then look once more, so a release racing with
     // us either is seen here or signals the worker (release()).
     sleeping_.store(true);
-    bool pending;
-    {
+    const auto released_or_stopping = [this] {
       std::lock_guard lock(release_mu_);
-      pending = !releases_.empty();
-    }
-    if (!pending && !stopping_.load()) {
-      if (Status st = worker_->wait(kIdleWait); !st.is_ok()) spdlog::error("{}", st.to_string());
+      return !releases_.empty() || stopping_.load();
+    };
+    if (!released_or_stopping()) {
+      if (Status st = worker_->wait(kIdleWait, released_or_stopping); !st.is_ok()) {
+        spdlog::error("{}", st.to_string());
+      }
     }
     sleeping_.store(false);
   }

@@ -57,6 +57,9 @@ class WorkerDaemon::Impl {
   std::unique_ptr<control::ControlClient> control_;
   std::unique_ptr<Reporter> reporter_;
   std::atomic<uint64_t> worker_id_{0};
+  // Heartbeat thread only: the assignment in force and its version.
+  control::WorkerHeartbeatResponse assignment_;
+  uint64_t assignment_version_ = 0;
   std::atomic<bool> reregistered_as_new_{false};
 
   mutable std::mutex tasks_mu_;
@@ -114,6 +117,7 @@ Status WorkerDaemon::Impl::start() {
       .role = control::ROLE_WORKER,
       .name = options_.name,
       .secret = options_.secret,
+      .retry_for = options_.connect_retry,
       .session_request = [this] { return session_request(); },
       .on_session = [this](const Result<control::Message>& a) { return on_session(a); },
       .on_notice = [this](const control::Message&) { wake(); }};
@@ -173,6 +177,8 @@ void WorkerDaemon::Impl::stop() {
 void WorkerDaemon::Impl::heartbeat_loop() {
   while (!stopping_.load()) {
     if (reregistered_as_new_.exchange(false)) {
+      assignment_version_ = 0;
+      assignment_.Clear();
       std::map<uint64_t, std::unique_ptr<Task>> dropped;
       {
         std::lock_guard lock(tasks_mu_);
@@ -184,6 +190,7 @@ void WorkerDaemon::Impl::heartbeat_loop() {
       control::Message m;
       auto* hb = m.mutable_worker_heartbeat();
       hb->set_worker_id(worker_id_.load());
+      hb->set_assignment_version(assignment_version_);
       {
         std::lock_guard lock(tasks_mu_);
         TaskStats total = retired_stats_;
@@ -203,7 +210,13 @@ void WorkerDaemon::Impl::heartbeat_loop() {
       }
       auto answer = control_->call(m, kCallTimeout);
       if (answer.is_ok() && answer->has_worker_heartbeat_response()) {
-        apply_assignment(answer->worker_heartbeat_response());
+        const auto& response = answer->worker_heartbeat_response();
+        if (!response.unchanged()) {
+          assignment_ = response;
+          assignment_version_ = response.assignment_version();
+        }
+        // Applied every time, also unchanged: links that failed are retried.
+        apply_assignment(assignment_);
       } else if (!answer.is_ok()) {
         spdlog::debug("worker: heartbeat: {}", answer.status().to_string());
       }

@@ -26,6 +26,8 @@ struct WorkerOptions {
   std::optional<control::ClusterSecret> secret;
   PushMode push_mode = PushMode::kAuto;
   uint16_t metrics_port = 0;  // 0: no /metrics endpoint
+  // How long to keep trying to reach the coordinator at start.
+  std::chrono::milliseconds connect_retry{std::chrono::seconds(60)};
   std::string metrics_host = "0.0.0.0";
 };
 

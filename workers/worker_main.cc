@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   app.add_option("--push-mode", push_mode, "am, put or auto")
       ->check(CLI::IsMember({"am", "put", "auto"}));
   app.add_option("--metrics-port", options.metrics_port, "serve /metrics on this port (0: off)");
+  uint32_t connect_retry_s = 60;
+  app.add_option("--connect-retry-s", connect_retry_s,
+                 "how long to keep trying to reach the coordinator at start");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -46,6 +49,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.memory_budget = *budget;
+  options.connect_retry = std::chrono::seconds(connect_retry_s);
   options.push_mode = stoker::parse_push_mode(push_mode).value_or(stoker::PushMode::kAuto);
   if (!secret_file.empty()) {
     auto secret = stoker::control::ClusterSecret::load(secret_file);

@@ -19,19 +19,42 @@
 
 #include "stoker/batch_descriptor.h"
 #include "stoker/batch_receiver.h"
+#include "stoker/collate.h"
+#include "stoker/dlpack.h"
 #include "stoker/memory.h"
 #include "stoker/result.h"
+#include "stoker/stream.h"
 #include "stoker/tensor.h"
 
 namespace stoker {
 
 struct ClientOptions;
+namespace detail {
+struct BatchState;
+}
 
 enum class Sharding : uint8_t {
   kOff,      // every worker produces the whole dataset
   kDynamic,  // the coordinator hands splits to workers on demand (default)
   kFile,     // static: whole files, by worker index
   kData,     // static: every n-th record, by worker index
+};
+
+// What a reader makes of each landed batch before handing it out (on the GPU
+// in a CUDA build when the output is device memory; on host threads
+// otherwise). Tensors a collation does not consume are handed out as they
+// landed (e.g. `label`).
+struct Collation {
+  // uint8 `image` [B, H, W, C] -> `image`, normalized, in the dtype and layout asked.
+  std::optional<ImageCollation> image;
+  // int32 `tokens` + `offsets` [B+1] -> `input_ids` [B, L], `attention_mask`
+  // [B, L] and, when asked, `position_ids` [B, L].
+  std::optional<SequenceCollation> sequence;
+  // These [B, d_k] tensors, concatenated -> `features` [B, sum d_k].
+  std::vector<std::string> dense_features;
+  DenseCollation dense;
+
+  bool empty() const { return !image && !sequence && dense_features.empty(); }
 };
 
 struct ReaderOptions {
@@ -44,10 +67,16 @@ struct ReaderOptions {
   // (duplicates possible) instead of at most once.
   bool redeliver = false;
   uint32_t epochs = 1;  // 0: until the reader closes
-  // Landing memory. Device memory needs a CUDA build and a UCX with CUDA
-  // support; see plan_landing().
+  // Where handed-out tensors live. kDevice needs a CUDA build and a GPU;
+  // batches land there directly when UCX can reach GPU memory, otherwise in
+  // pinned memory followed by an asynchronous copy (plan_landing(); logged
+  // once). kPinned and kHost land where they are handed out.
   MemoryKind memory = MemoryKind::kHost;
   int device = 0;
+  // The trainer's CUDA stream: every batch is ready on it, in stream order
+  // (Batch::wait_on() orders another stream after it). Ignored for host output.
+  StreamRef stream;
+  Collation collation;
   uint32_t slots = 32;
   size_t slot_bytes = 0;  // 0: the job's largest batch (asked of the coordinator)
   uint32_t credits_per_worker = 4;
@@ -70,21 +99,29 @@ class Batch {
   const BatchDescriptor& descriptor() const;
   uint64_t epoch() const { return descriptor().iteration; }
   uint64_t producer() const;  // the worker that made it
-  std::span<std::byte> payload() const;
-  MemoryKind memory() const;
-  // The named tensor, as a view into the landed payload; kNotFound naming
-  // the tensors the batch has.
+  MemoryKind memory() const;  // where its tensors are
+  int device() const;         // their GPU ordinal; -1 for host and pinned memory
+  // The named tensor (collated, or as it landed); kNotFound naming the
+  // tensors the batch has. Valid while the batch (or an export of it) lives.
   Result<TensorView> tensor(std::string_view name) const;
-  // Returns the slot. Calling it twice is kFailedPrecondition.
+  std::vector<std::string> tensor_names() const;
+  // DLPack exports of a tensor (kDLCUDA for device memory, kDLCUDAHost for
+  // pinned, kDLCPU for host). Each export keeps the batch's memory alive on
+  // its own: the slot returns when the batch is released and the last
+  // export's deleter has run. The legacy form is what torch 1.x takes.
+  Result<DLPackTensor> to_dlpack(std::string_view name) const;
+  Result<LegacyDLPackTensor> to_legacy_dlpack(std::string_view name) const;
+  // Makes work enqueued on `stream` from now on wait until the batch is
+  // ready (needed only for a stream other than the reader's).
+  Status wait_on(StreamRef stream) const;
+  // Gives the batch up. Calling it twice is kFailedPrecondition.
   Status release();
   bool valid() const;
 
  private:
   friend class Reader;
-  Batch(LandedBatch landed, int device);
-  LandedBatch landed_;
-  int device_ = -1;
-  bool released_ = false;
+  explicit Batch(std::shared_ptr<detail::BatchState> state);
+  std::shared_ptr<detail::BatchState> state_;
 };
 
 struct ReaderStats {

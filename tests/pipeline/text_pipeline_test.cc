@@ -193,13 +193,21 @@ TEST(TextPipeline, TokenIdsBeyondInt32AreBadRecords) {
   ASSERT_FALSE(parse_example(big, RecordContent::kTokens, {"", "", "tokens"}, r).has_value());
   {
     // tokens = [2^40]: Example{features{feature{key "tokens" value{int64_list{value: 2^40}}}}}
-    const std::string int64_list = std::string("\x0a\x06", 2) + "\x80\x80\x80\x80\x80\x20";
-    const std::string feature =
-        "\x1a" + std::string(1, static_cast<char>(int64_list.size())) + int64_list;
-    const std::string entry = std::string("\x0a\x06", 2) + "tokens" + "\x12" +
-                              std::string(1, static_cast<char>(feature.size())) + feature;
-    const std::string features = "\x0a" + std::string(1, static_cast<char>(entry.size())) + entry;
-    big = "\x0a" + std::string(1, static_cast<char>(features.size())) + features;
+    // Built by appending: GCC 12 at -O3 misreports `"literal" + std::string`
+    // as an overlapping memcpy (-Wrestrict, GCC bug 105329).
+    const auto field = [](char tag, const std::string& body) {
+      std::string out(1, tag);
+      out.push_back(static_cast<char>(body.size()));
+      out.append(body);
+      return out;
+    };
+    std::string int64_list("\x0a\x06", 2);
+    int64_list.append("\x80\x80\x80\x80\x80\x20");
+    const std::string feature = field('\x1a', int64_list);
+    std::string entry("\x0a\x06", 2);
+    entry.append("tokens");
+    entry.append(field('\x12', feature));
+    big = field('\x0a', field('\x0a', entry));
   }
   append_tfrecord(file, big);
   append_tfrecord(file, make_tokens_example(good, std::nullopt));

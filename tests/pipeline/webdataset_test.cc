@@ -159,6 +159,45 @@ TEST(WebDatasetSource, BadSamplesAreCountedPerReason) {
   EXPECT_NE(st.message().find("sample 's1' has no .cls member"), std::string::npos) << st.message();
 }
 
+TEST(WebDatasetSource, RandomCorruptionNeverCrashes) {
+  TempDir dir;
+  auto w = TarWriter::create(dir.file("good.tar"));
+  ASSERT_TRUE(w.is_ok());
+  for (int i = 0; i < 10; ++i) {
+    const auto pixels = synthesize_image(kW, kH, 3, static_cast<uint64_t>(i));
+    ASSERT_TRUE(
+        (*w)->add(fmt::format("s{}.jpg", i), *encode_jpeg(pixels.data(), kW, kH, 3, 80)).is_ok());
+    ASSERT_TRUE((*w)->add(fmt::format("s{}.cls", i), std::to_string(i)).is_ok());
+  }
+  ASSERT_TRUE((*w)->close().is_ok());
+  const std::string tar = testing::read_file(dir.file("good.tar"));
+  std::mt19937 rng(11);
+  for (int trial = 0; trial < 60; ++trial) {
+    std::string damaged = tar;
+    const int flips = 1 + static_cast<int>(rng() % 8);
+    for (int f = 0; f < flips; ++f) {
+      damaged[rng() % damaged.size()] ^= static_cast<char>(1 + rng() % 255);
+    }
+    if (trial % 5 == 0) damaged.resize(rng() % damaged.size());
+    const std::string path = dir.file(fmt::format("c{}.tar", trial));
+    testing::write_file(path, damaged);
+    auto p = testing::make_pipeline(spec(path, 3));
+    ASSERT_TRUE(p);
+    // Damage is bad records, never an error of the whole shard.
+    auto splits = p->splits();
+    ASSERT_TRUE(splits.is_ok()) << splits.status().to_string();
+    Status error;
+    const auto batches = testing::run_splits(*p, *splits, 0, 1, &error);
+    size_t delivered = 0;
+    for (const auto& [id, list] : batches) {
+      for (const auto& b : list) delivered += b.values<int32_t>("label").size();
+    }
+    EXPECT_TRUE(error.is_ok()) << error.to_string();
+    EXPECT_LE(delivered, 10u);
+    EXPECT_GE(delivered + p->bad_records().total(), 1u);
+  }
+}
+
 TEST(WebDatasetSource, SplitNameAtTheFirstDotOfTheBaseName) {
   EXPECT_EQ(split_sample_name("a/b.c/x.seg.png"),
             (std::pair<std::string_view, std::string_view>{"a/b.c/x", "seg.png"}));

@@ -16,7 +16,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -89,15 +88,18 @@ class Cluster {
     const auto log = (dir_ / fmt::format("coordinator-{}.log", coordinator_starts_++)).string();
     coordinator_ = std::make_unique<ChildProcess>(argv, log);
     ASSERT_EQ(coordinator_->spawn_error(), 0) << argv[0];
-    // It prints its address once it serves.
-    const std::regex listening("listening on [^:]+:([0-9]+)");
+    // It prints its address once it serves: "... listening on HOST:PORT".
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (std::chrono::steady_clock::now() < deadline) {
-      std::smatch m;
       const std::string text = coordinator_->log();
-      if (std::regex_search(text, m, listening)) {
-        port_ = static_cast<uint16_t>(std::stoi(m[1]));
-        return;
+      const std::string marker = "listening on ";
+      if (const auto at = text.find(marker); at != std::string::npos) {
+        const auto end = text.find('\n', at);
+        if (end != std::string::npos) {
+          const std::string address = text.substr(at + marker.size(), end - at - marker.size());
+          port_ = static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1)));
+          return;
+        }
       }
       ASSERT_TRUE(coordinator_->running()) << "the coordinator exited:\n" << text;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));

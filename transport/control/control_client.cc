@@ -24,7 +24,6 @@
 namespace stoker::control {
 namespace {
 
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 constexpr auto kMaxSleep = std::chrono::milliseconds(100);
 
 std::span<const std::byte> bytes_of(const std::string& s) {
@@ -44,6 +43,7 @@ class ControlClient::Impl : public std::enable_shared_from_this<Impl> {
   }
   void stop();
   Result<Message> call(const Message& request, std::chrono::milliseconds timeout);
+  void call_async(const Message& request, std::function<void(Result<Message>)> done);
 
   bool connected() const { return connected_.load(); }
   uint32_t heartbeat_interval_ms() const { return heartbeat_interval_ms_.load(); }
@@ -57,6 +57,8 @@ class ControlClient::Impl : public std::enable_shared_from_this<Impl> {
     std::vector<std::byte> body;
     bool done = false;
     Result<Message> result = cancelled("not answered");
+    // call_async: run with the answer instead of waking a waiting caller.
+    std::function<void(Result<Message>)> callback;
   };
 
   void run();
@@ -70,6 +72,10 @@ class ControlClient::Impl : public std::enable_shared_from_this<Impl> {
   static ucs_status_t on_frame(void* arg, const void* header, size_t header_length, void* data,
                                size_t length, const ucp_am_recv_param_t* param);
   void complete(uint64_t id, Result<Message> result);
+  // Hands a pending call its outcome: to its callback, or to its waiting caller.
+  void finish(const std::shared_ptr<Pending>& pending, Result<Message> result);
+  std::shared_ptr<Pending> enqueue(const Message& request,
+                                   std::function<void(Result<Message>)> callback);
 
   ControlClientOptions options_;
   std::string server_;
@@ -103,7 +109,21 @@ Status ControlClient::Impl::init() {
   STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
   STOKER_ASSIGN_OR_RETURN(worker_, ucx::Worker::create(context_));
   STOKER_RETURN_IF_ERROR(worker_->set_am_handler(kControlAmId, &Impl::on_frame, this));
-  return establish();
+  // The coordinator may not be up yet, or drop a connection while it starts:
+  // retry what a retry can cure, for as long as the caller allows.
+  const auto give_up_at = std::chrono::steady_clock::now() + options_.retry_for;
+  auto backoff = options_.reconnect_min;
+  while (true) {
+    Status st = establish();
+    const bool transient =
+        st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut;
+    if (st.is_ok() || !transient || std::chrono::steady_clock::now() + backoff > give_up_at) {
+      return st;
+    }
+    spdlog::info("control client: {}; retrying in {} ms", st.to_string(), backoff.count());
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, options_.reconnect_max);
+  }
 }
 
 void ControlClient::Impl::stop() {
@@ -112,12 +132,15 @@ void ControlClient::Impl::stop() {
     cv_.notify_all();
   }
   if (thread_.joinable()) thread_.join();
-  std::lock_guard lock(mu_);
-  for (auto& p : outbox_) p->done = true;
-  for (auto& [id, p] : in_flight_) p->done = true;
-  outbox_.clear();
-  in_flight_.clear();
-  cv_.notify_all();
+  std::deque<std::shared_ptr<Pending>> unsent;
+  std::unordered_map<uint64_t, std::shared_ptr<Pending>> unanswered;
+  {
+    std::lock_guard lock(mu_);
+    unsent.swap(outbox_);
+    unanswered.swap(in_flight_);
+  }
+  for (auto& p : unsent) finish(p, cancelled("the control client is stopping"));
+  for (auto& [id, p] : unanswered) finish(p, cancelled("the control client is stopping"));
 }
 
 Result<Message> ControlClient::Impl::exchange(const Message& message,
@@ -270,12 +293,13 @@ void ControlClient::Impl::run() {
       last_event = now;
       continue;
     }
-    if (now - last_event < kSpinBeforeSleep) continue;
-    {
+    if (now - last_event < options_.spin) continue;
+    const auto work_queued = [this] {
       std::lock_guard lock(mu_);
-      if (!outbox_.empty()) continue;
-    }
-    if (Status st = worker_->wait(kMaxSleep); !st.is_ok()) {
+      return !outbox_.empty() || stopping_.load();
+    };
+    if (work_queued()) continue;
+    if (Status st = worker_->wait(kMaxSleep, work_queued); !st.is_ok()) {
       spdlog::error("control client: {}", st.to_string());
     }
   }
@@ -301,15 +325,12 @@ void ControlClient::Impl::send_outbox() {
 void ControlClient::Impl::lose_connection(const Status& why) {
   connected_ = false;
   spdlog::warn("control client: lost the connection: {}", why.to_string());
+  std::unordered_map<uint64_t, std::shared_ptr<Pending>> lost;
   {
     std::lock_guard lock(mu_);
-    for (auto& [id, p] : in_flight_) {
-      p->result = why;
-      p->done = true;
-    }
-    in_flight_.clear();
+    lost.swap(in_flight_);
   }
-  cv_.notify_all();
+  for (auto& [id, p] : lost) finish(p, why);
   if (options_.on_disconnect) options_.on_disconnect(why);
   ep_.reset();
 }
@@ -353,30 +374,66 @@ ucs_status_t ControlClient::Impl::on_frame(void* arg, const void* header, size_t
 }
 
 void ControlClient::Impl::complete(uint64_t id, Result<Message> result) {
+  std::shared_ptr<Pending> pending;
   {
     std::lock_guard lock(mu_);
     auto it = in_flight_.find(id);
     if (it == in_flight_.end()) return;  // the caller gave up
-    it->second->result = std::move(result);
-    it->second->done = true;
+    pending = std::move(it->second);
     in_flight_.erase(it);
+  }
+  finish(pending, std::move(result));
+}
+
+void ControlClient::Impl::finish(const std::shared_ptr<Pending>& pending, Result<Message> result) {
+  if (pending->callback) {
+    if (result.is_ok() && result->has_error()) result = status_from_error(result->error());
+    auto callback = std::move(pending->callback);
+    callback(std::move(result));
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    pending->result = std::move(result);
+    pending->done = true;
   }
   cv_.notify_all();
 }
 
-Result<Message> ControlClient::Impl::call(const Message& request,
-                                          std::chrono::milliseconds timeout) {
-  if (stopping_.load()) return cancelled("the control client is stopping");
+std::shared_ptr<ControlClient::Impl::Pending> ControlClient::Impl::enqueue(
+    const Message& request, std::function<void(Result<Message>)> callback) {
   auto pending = std::make_shared<Pending>();
   pending->id = next_id_.fetch_add(1);
   pending->header = encode_frame_header({.kind = FrameKind::kRequest, .request_id = pending->id});
-  STOKER_ASSIGN_OR_RETURN(pending->body, encode_body(request));
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  pending->callback = std::move(callback);
+  auto body = encode_body(request);
+  if (!body.is_ok()) {
+    finish(pending, body.status());
+    return pending;
+  }
+  pending->body = std::move(body).value();
   {
     std::lock_guard lock(mu_);
     outbox_.push_back(pending);
   }
   worker_->signal();
+  return pending;
+}
+
+void ControlClient::Impl::call_async(const Message& request,
+                                     std::function<void(Result<Message>)> done) {
+  if (stopping_.load()) {
+    done(cancelled("the control client is stopping"));
+    return;
+  }
+  enqueue(request, std::move(done));
+}
+
+Result<Message> ControlClient::Impl::call(const Message& request,
+                                          std::chrono::milliseconds timeout) {
+  if (stopping_.load()) return cancelled("the control client is stopping");
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pending = enqueue(request, nullptr);
   std::unique_lock lock(mu_);
   cv_.wait_until(lock, deadline, [&] { return pending->done || stopping_.load(); });
   if (!pending->done) {
@@ -406,6 +463,9 @@ Result<Message> ControlClient::call(const Message& request, std::chrono::millise
   return impl_->call(request, timeout);
 }
 void ControlClient::shutdown() { impl_->stop(); }
+void ControlClient::call_async(const Message& request, std::function<void(Result<Message>)> done) {
+  impl_->call_async(request, std::move(done));
+}
 bool ControlClient::connected() const { return impl_->connected(); }
 uint32_t ControlClient::heartbeat_interval_ms() const { return impl_->heartbeat_interval_ms(); }
 const std::string& ControlClient::server_address() const { return impl_->server_address(); }

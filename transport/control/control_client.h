@@ -27,7 +27,10 @@ struct ControlClientOptions {
   Role role = ROLE_ADMIN;
   std::string name;
   std::optional<ClusterSecret> secret;
-  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds connect_timeout{5000};  // of one attempt
+  // connect() retries an unreachable or unresponsive coordinator with backoff
+  // for this long (0: one attempt); refusals are not retried.
+  std::chrono::milliseconds retry_for{0};
   std::chrono::milliseconds reconnect_min{50};
   std::chrono::milliseconds reconnect_max{2000};
   // Sent right after every handshake, before any queued call; its answer (or
@@ -39,6 +42,9 @@ struct ControlClientOptions {
   std::function<void(const Message& notice)> on_notice;
   // Told when the connection is lost (before reconnecting starts).
   std::function<void(const Status& why)> on_disconnect;
+  // How long the progress thread keeps polling after an event before it
+  // sleeps: answers come sooner, at the cost of a core's time while busy.
+  std::chrono::microseconds spin{50};
 };
 
 class ControlClient {
@@ -55,6 +61,13 @@ class ControlClient {
   // flight (it may or may not have been processed); kTimedOut when no answer
   // came in time (including while reconnecting).
   Result<Message> call(const Message& request, std::chrono::milliseconds timeout);
+
+  // Sends `request` without waiting. `done` runs once, on the client's
+  // progress thread, with the answer or the error (kUnavailable when the
+  // connection was lost with it in flight, kCancelled at shutdown); it must
+  // not block or call back into the client. Calls made while disconnected
+  // wait for the reconnection.
+  void call_async(const Message& request, std::function<void(Result<Message>)> done);
 
   // Fails every pending and future call with kCancelled and stops
   // reconnecting, so threads blocked in call() return at once. Idempotent.

@@ -34,10 +34,11 @@ Result<std::unique_ptr<Worker>> Worker::create(std::shared_ptr<Context> context)
 
 unsigned Worker::progress() { return ucp_worker_progress(worker_.get()); }
 
-Status Worker::wait(std::chrono::milliseconds timeout) {
+Status Worker::wait(std::chrono::milliseconds timeout, const std::function<bool()>& ready) {
   const ucs_status_t armed = ucp_worker_arm(worker_.get());
   if (armed == UCS_ERR_BUSY) return Status::ok();  // events pending: no sleep
   STOKER_RETURN_IF_ERROR(from_ucs(armed, "ucp_worker_arm"));
+  if (ready && ready()) return Status::ok();  // work arrived while we armed
   pollfd pfd{event_fd_, POLLIN, 0};
   const int rc = ::poll(&pfd, 1, static_cast<int>(timeout.count()));
   if (rc < 0 && errno != EINTR) {

@@ -6,6 +6,7 @@
 #include <ucp/api/ucp.h>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -29,8 +30,11 @@ class Worker {
   unsigned progress();
 
   // Sleeps until UCX has events, signal() is called, or `timeout` passes.
-  // Returns immediately if events are already pending.
-  Status wait(std::chrono::milliseconds timeout);
+  // Returns immediately if events are already pending, or if `ready` (when
+  // given) says so once the worker is armed. Arming drains the wakeup fd, so a
+  // signal() sent just before it is lost: a caller that sleeps while another
+  // thread hands it work must pass `ready` to look at that work after arming.
+  Status wait(std::chrono::milliseconds timeout, const std::function<bool()>& ready = nullptr);
 
   // Wakes the thread blocked in wait(). Safe from any thread.
   void signal();

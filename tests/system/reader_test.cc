@@ -1,0 +1,134 @@
+// The trainer's side against a real cluster: collation of landed batches,
+// tensors by name, DLPack exports that keep a batch's memory alive after the
+// batch is released, and the precise errors of misuse.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+#include "pipeline/range_payload.h"
+#include "stoker/landing.h"
+#include "tests/system/cluster.h"
+
+namespace stoker::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+class ReaderTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cluster_.start_coordinator();
+    cluster_.start_worker(1);
+    client_ = cluster_.client();
+    ASSERT_NE(client_, nullptr);
+  }
+  Batch next_batch(Reader& reader) {
+    while (true) {
+      auto next = reader.next(30s);
+      EXPECT_TRUE(next.is_ok()) << next.status().to_string() << cluster_.logs();
+      if (!next.is_ok()) return {};
+      if (next->has_value()) return std::move(**next);
+    }
+  }
+  Cluster cluster_;
+  std::shared_ptr<Client> client_;
+};
+
+TEST_F(ReaderTest, DenseCollationConvertsPayloadsAndPassesOtherTensorsThrough) {
+  constexpr uint64_t kBytes = 24;
+  ReaderOptions options{.pipeline_spec = range_spec(500, 100, 10, kBytes)};
+  options.collation.dense_features = {"payload"};
+  options.collation.dense.output_dtype = DType::kFloat32;
+  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  auto reader = client_->open_reader(options);
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  uint64_t checked = 0;
+  for (int b = 0; b < 5; ++b) {
+    Batch batch = next_batch(**reader);
+    ASSERT_TRUE(batch.valid());
+    EXPECT_EQ(batch.tensor_names(), (std::vector<std::string>{"features", "index"}));
+    auto features = batch.tensor("features");
+    ASSERT_TRUE(features.is_ok()) << features.status().to_string();
+    ASSERT_EQ(features->dtype(), DType::kFloat32);
+    const auto indices = indices_of(batch);
+    ASSERT_EQ(features->dim(0), static_cast<int64_t>(indices.size()));
+    ASSERT_EQ(features->dim(1), static_cast<int64_t>(kBytes));
+    const float* f = features->data_as<const float>();
+    for (size_t e = 0; e < indices.size(); ++e) {
+      for (uint64_t j = 0; j < kBytes; ++j) {
+        const float want =
+            static_cast<float>(pipeline::range_payload_byte(static_cast<uint64_t>(indices[e]), j)) /
+            255.0f;
+        ASSERT_NEAR(f[e * kBytes + j], want, 1e-6f) << "element " << indices[e] << " byte " << j;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_EQ(checked, 5u * 10 * kBytes);
+}
+
+TEST_F(ReaderTest, ADlpackExportOutlivesItsReleasedBatch) {
+  auto reader = client_->open_reader({.pipeline_spec = range_spec(200, 100, 10, 16)});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Batch batch = next_batch(**reader);
+  const auto indices = indices_of(batch);
+  auto exported = batch.to_dlpack("index");
+  ASSERT_TRUE(exported.is_ok()) << exported.status().to_string();
+  auto legacy = batch.to_legacy_dlpack("payload");
+  ASSERT_TRUE(legacy.is_ok()) << legacy.status().to_string();
+  EXPECT_EQ((*exported)->dl_tensor.device.device_type, kDLCPU);
+  EXPECT_EQ((*exported)->dl_tensor.ndim, 1);
+  EXPECT_EQ((*exported)->dl_tensor.shape[0], static_cast<int64_t>(indices.size()));
+  EXPECT_EQ((*legacy)->dl_tensor.shape[1], 16);
+  ASSERT_TRUE(batch.release().is_ok());
+  // The slot is still held by the exports: the data is intact.
+  const auto* data = static_cast<const int64_t*>((*exported)->dl_tensor.data);
+  for (size_t i = 0; i < indices.size(); ++i) EXPECT_EQ(data[i], indices[i]);
+  exported->reset();
+  legacy->reset();  // the last deleter returns the slot
+  // Reading goes on to the end of the epoch.
+  uint64_t more = 0;
+  while (true) {
+    auto next = (*reader)->next(30s);
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string();
+    if (!next->has_value()) break;
+    ++more;
+  }
+  EXPECT_EQ(more, 19u);
+}
+
+TEST_F(ReaderTest, MisuseGetsPreciseErrors) {
+  auto reader = client_->open_reader({.pipeline_spec = range_spec(100, 100, 10)});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Batch batch = next_batch(**reader);
+  auto missing = batch.tensor("image");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("has 'index'"), std::string::npos)
+      << missing.status().to_string();
+  ASSERT_TRUE(batch.release().is_ok());
+  EXPECT_EQ(batch.release().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(batch.tensor("index").status().code(), StatusCode::kFailedPrecondition);
+
+  ReaderOptions collate_missing{.pipeline_spec = range_spec(100, 100, 10)};
+  collate_missing.collation.image = ImageCollation{};
+  auto bad = client_->open_reader(collate_missing);
+  ASSERT_TRUE(bad.is_ok());
+  auto next = (*bad)->next(30s);
+  ASSERT_FALSE(next.is_ok());
+  EXPECT_NE(next.status().message().find("image collation needs a tensor 'image'"),
+            std::string::npos)
+      << next.status().to_string();
+
+  if (!build_has_cuda()) {
+    auto device = client_->open_reader(
+        {.pipeline_spec = range_spec(100, 100, 10), .memory = MemoryKind::kDevice});
+    ASSERT_FALSE(device.is_ok());
+    EXPECT_EQ(device.status().code(), StatusCode::kUnsupported);
+    EXPECT_NE(device.status().message().find("STOKER_CUDA"), std::string::npos)
+        << device.status().to_string();
+  }
+}
+
+}  // namespace
+}  // namespace stoker::testing

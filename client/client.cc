@@ -58,13 +58,15 @@ Result<std::unique_ptr<ClientConnection>> ClientConnection::connect(const Client
   }
   STOKER_ASSIGN_OR_RETURN(auto address, SocketAddress::parse(options.coordinator));
   connection->local_host_ = local_address_toward(address);
+  STOKER_ASSIGN_OR_RETURN(connection->transport_, TransportContext::create());
   STOKER_ASSIGN_OR_RETURN(connection->control_, control::ControlClient::connect(
                                                     {.server_address = options.coordinator,
                                                      .role = control::ROLE_CONSUMER,
                                                      .name = options.name,
                                                      .secret = connection->secret_,
                                                      .connect_timeout = options.connect_timeout,
-                                                     .retry_for = options.connect_timeout}));
+                                                     .retry_for = options.connect_timeout,
+                                                     .context = connection->transport_}));
   return connection;
 }
 

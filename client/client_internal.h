@@ -20,12 +20,15 @@ class ClientConnection {
   // Validates a spec at the coordinator and returns what a reader must know.
   Result<control::PipelineInfo> describe_pipeline(const std::string& spec) const;
   const std::optional<control::ClusterSecret>& secret() const { return secret_; }
+  // The UCX context the client's connections and its readers' receivers share.
+  const TransportContext& transport() const { return transport_; }
   // This host's address on the route to the coordinator: what workers on
   // other hosts can reach a receiver here at.
   const std::string& local_host_toward_coordinator() const { return local_host_; }
 
  private:
   std::optional<control::ClusterSecret> secret_;
+  TransportContext transport_;
   std::unique_ptr<control::ControlClient> control_;
   std::string local_host_;
 };

@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -105,6 +106,21 @@ Status Batch::wait_on(StreamRef stream) const {
   if (!state_) return failed_precondition("the batch was released");
   if (state_->memory != MemoryKind::kDevice) return Status::ok();  // ready when handed out
   return state_->ready.enqueue_wait(stream);
+}
+
+Status Batch::copy_to_host(std::string_view name, std::span<std::byte> out) const {
+  STOKER_ASSIGN_OR_RETURN(auto view, tensor(name));
+  if (!view.is_contiguous() || out.size() != view.byte_size()) {
+    return invalid_argument(fmt::format("tensor '{}' has {} bytes; the buffer has {}", name,
+                                        view.byte_size(), out.size()));
+  }
+  if (state_->memory != MemoryKind::kDevice) {
+    std::memcpy(out.data(), view.data(), out.size());
+    return Status::ok();
+  }
+  STOKER_RETURN_IF_ERROR(state_->ready.synchronize());
+  STOKER_RETURN_IF_ERROR(copy_async(out.data(), view.data(), out.size(), StreamRef()));
+  return synchronize_stream(StreamRef());
 }
 
 Status Batch::release() {
@@ -244,11 +260,15 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
                                                 .credits_per_sender = options_.credits_per_worker,
                                                 .access_token = access_token_,
                                                 .landing_memory = landing,
-                                                .on_peer_event = [this](const PeerEvent& e) {
-                                                  if (e.kind != PeerEvent::Kind::kFailed) return;
-                                                  std::lock_guard lock(mu_);
-                                                  failed_producers_.insert(e.producer_id);
-                                                }}));
+                                                .on_peer_event =
+                                                    [this](const PeerEvent& e) {
+                                                      if (e.kind != PeerEvent::Kind::kFailed) {
+                                                        return;
+                                                      }
+                                                      std::lock_guard lock(mu_);
+                                                      failed_producers_.insert(e.producer_id);
+                                                    },
+                                                .context = connection.transport()}));
   const std::string host = options_.advertise_host.empty()
                                ? connection.local_host_toward_coordinator()
                                : options_.advertise_host;
@@ -264,7 +284,8 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
            .retry_for = client_.connect_timeout,
            .session_request = [this] { return join_request(); },
            .on_session = [this](const Result<control::Message>& a) { return on_joined(a); },
-           .on_notice = [this](const control::Message&) { wake_heartbeat(); }}));
+           .on_notice = [this](const control::Message&) { wake_heartbeat(); },
+           .context = connection.transport()}));
   heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
   spdlog::info("reader: consumer {} of job {} ('{}'), receiving at {} ({} slots of {} bytes, {})",
                consumer_id_.load(), job_id_.load(), options_.job_name, advertised_address_,

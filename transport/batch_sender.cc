@@ -126,7 +126,11 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   impl->options_ = std::move(options);
   STOKER_ASSIGN_OR_RETURN(auto address, SocketAddress::parse(impl->options_.receiver_address));
   impl->receiver_ = address.to_string();
-  STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create());
+  if (impl->options_.context) {
+    impl->context_ = impl->options_.context.ucx();
+  } else {
+    STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create());
+  }
   STOKER_ASSIGN_OR_RETURN(impl->worker_, ucx::Worker::create(impl->context_));
   using wire::AmId;
   for (auto [id, cb] :

@@ -62,7 +62,11 @@ Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions optio
 }
 
 Status ReceiverCore::init() {
-  STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
+  if (options_.context) {
+    context_ = options_.context.ucx();
+  } else {
+    STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
+  }
   const MemoryKind kind = options_.landing_memory->kind();
   if (kind == MemoryKind::kDevice && !context_->supports_cuda()) {
     return unsupported(fmt::format(

@@ -47,7 +47,8 @@ Result<std::unique_ptr<BatchSender>> ConsumerLink::connect() {
                                       .name = env_.worker_name,
                                       .producer_id = env_.worker_id(),
                                       .access_token = consumer_.access_token(),
-                                      .connect_timeout = kConnectTimeout});
+                                      .connect_timeout = kConnectTimeout,
+                                      .context = env_.transport});
   if (!sender.is_ok()) return sender.status();
   const auto arena = env_.arena->memory();
   STOKER_RETURN_IF_ERROR((*sender)->register_buffer(arena.data(), arena.size()));

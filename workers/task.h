@@ -42,6 +42,7 @@ struct TaskEnvironment {
   SendArena* arena = nullptr;
   std::function<uint64_t()> worker_id;
   std::string worker_name;
+  TransportContext transport;  // the worker's shared UCX context
   uint32_t threads = 1;
   PushMode push_mode = PushMode::kAuto;
   // A pipeline thread takes no new split while this many finished batches

@@ -54,6 +54,7 @@ class WorkerDaemon::Impl {
 
   WorkerOptions options_;
   std::unique_ptr<SendArena> arena_;
+  TransportContext transport_;
   std::unique_ptr<control::ControlClient> control_;
   std::unique_ptr<Reporter> reporter_;
   std::atomic<uint64_t> worker_id_{0};
@@ -112,6 +113,8 @@ Status WorkerDaemon::Impl::on_session(const Result<control::Message>& answer) {
 
 Status WorkerDaemon::Impl::start() {
   STOKER_ASSIGN_OR_RETURN(arena_, SendArena::create(options_.memory_budget));
+  // One UCX context for the control connection and every consumer link.
+  STOKER_ASSIGN_OR_RETURN(transport_, TransportContext::create());
   control::ControlClientOptions client{
       .server_address = options_.coordinator_address,
       .role = control::ROLE_WORKER,
@@ -120,7 +123,8 @@ Status WorkerDaemon::Impl::start() {
       .retry_for = options_.connect_retry,
       .session_request = [this] { return session_request(); },
       .on_session = [this](const Result<control::Message>& a) { return on_session(a); },
-      .on_notice = [this](const control::Message&) { wake(); }};
+      .on_notice = [this](const control::Message&) { wake(); },
+      .context = transport_};
   STOKER_ASSIGN_OR_RETURN(control_, control::ControlClient::connect(std::move(client)));
   reporter_ = std::make_unique<Reporter>(*control_);
   spdlog::info(
@@ -267,6 +271,7 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
         .arena = arena_.get(),
         .worker_id = [this] { return worker_id_.load(); },
         .worker_name = fmt::format("worker-{} ({})", worker_id_.load(), options_.name),
+        .transport = transport_,
         .threads = options_.threads,
         .push_mode = options_.push_mode};
     auto task = Task::start(std::move(env), *a);

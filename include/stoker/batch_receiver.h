@@ -24,6 +24,7 @@
 #include "stoker/batch_descriptor.h"
 #include "stoker/memory.h"
 #include "stoker/result.h"
+#include "stoker/transport_context.h"
 
 namespace stoker {
 
@@ -76,6 +77,8 @@ struct ReceiverOptions {
   // UCX with CUDA support (see plan_landing() in gpu/ for the fallback).
   std::shared_ptr<MemoryResource> landing_memory;
   std::function<void(const PeerEvent&)> on_peer_event;
+  // The process's shared UCX context; empty: the receiver creates its own.
+  TransportContext context;
 };
 
 class BatchReceiver;

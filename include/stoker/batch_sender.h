@@ -19,6 +19,7 @@
 #include "stoker/batch_descriptor.h"
 #include "stoker/push_mode.h"
 #include "stoker/result.h"
+#include "stoker/transport_context.h"
 
 namespace stoker {
 
@@ -29,6 +30,8 @@ struct SenderOptions {
   uint64_t producer_id = 0;  // told to the receiver; LandedBatch::producer_id() returns it
   std::string access_token;  // the receiver's ReceiverOptions::access_token, if it has one
   std::chrono::milliseconds connect_timeout{10'000};
+  // The process's shared UCX context; empty: the sender creates its own.
+  TransportContext context;
 };
 
 class BatchSender {

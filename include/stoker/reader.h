@@ -114,6 +114,9 @@ class Batch {
   // Makes work enqueued on `stream` from now on wait until the batch is
   // ready (needed only for a stream other than the reader's).
   Status wait_on(StreamRef stream) const;
+  // Copies a tensor into host memory (`out` must hold its bytes), waiting
+  // for the batch to be ready: for inspection, tests and CPU-side code.
+  Status copy_to_host(std::string_view name, std::span<std::byte> out) const;
   // Gives the batch up. Calling it twice is kFailedPrecondition.
   Status release();
   bool valid() const;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs stoker from SOURCE_DIR into WORK_DIR/prefix, then builds and runs
 # tests/install/consumer/ against it twice: as a CMake project
-# (find_package(stoker)) and with g++ and `pkg-config --static`.
+# (find_package(stoker)) and with g++ and `pkg-config --static`; then builds
+# the example trainer against it and trains it on Fashion-MNIST with the
+# installed coordinator and workers.
 set -euo pipefail
 
 if [[ $# -ne 2 ]]; then
@@ -29,7 +31,8 @@ run_step() {
   "$@"
 }
 
-rm -rf "$work_dir/build" "$prefix" "$work_dir/consumer-cmake" "$work_dir/consumer-pkgconfig"
+rm -rf "$work_dir/build" "$prefix" "$work_dir/consumer-cmake" "$work_dir/consumer-pkgconfig" \
+  "$work_dir/example"
 # Loopback only: keep UCX off shared memory and RDMA devices.
 export UCX_TLS=tcp
 
@@ -56,5 +59,14 @@ mkdir -p "$work_dir/consumer-pkgconfig"
 run_step "build consumer (pkg-config)" g++ -std=c++20 "$consumer_src/main.cc" \
   -o "$work_dir/consumer-pkgconfig/install_consumer" $pc_flags
 run_step "run consumer (pkg-config)" "$work_dir/consumer-pkgconfig/install_consumer"
+
+# The example trainer, out of tree against the install, trained on
+# Fashion-MNIST delivered by the installed coordinator and two workers.
+run_step "configure example trainer" cmake -S "$source_dir/examples/fashion_mnist_trainer" \
+  -B "$work_dir/example" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix"
+run_step "build example trainer" cmake --build "$work_dir/example"
+run_step "train on Fashion-MNIST to 80% test accuracy" \
+  "$source_dir/examples/run_fashion_mnist.sh" "$prefix/bin" \
+  "$work_dir/example/fashion-mnist-trainer" --epochs 2
 
 echo "install_consumer_test: OK"

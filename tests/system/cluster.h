@@ -33,6 +33,7 @@ inline std::string binary(const char* variable) {
   if (name == "STOKER_COORDINATOR") return STOKER_COORDINATOR_BINARY;
   if (name == "STOKER_WORKER") return STOKER_WORKER_BINARY;
   if (name == "STOKER_CTL") return STOKER_CTL_BINARY;
+  if (name == "STOKER_READ") return STOKER_READ_BINARY;
   return fmt::format("(unknown program {})", variable);
 }
 

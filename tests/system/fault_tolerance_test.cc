@@ -4,6 +4,7 @@
 // mid-epoch while another goes on.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -142,6 +143,51 @@ TEST(FaultTolerance, AReaderThatLeavesMidEpochLeavesTheJobToTheOthers) {
     EXPECT_FALSE(out.seen.contains(element)) << "element " << element << " went to both";
   }
   const uint64_t together = out.seen.size() + left_with.size();
+  EXPECT_LE(together, kElements);
+  EXPECT_GE(together, kElements - 32 * kBatch) << cluster.logs();
+}
+
+TEST(FaultTolerance, AReaderKilledMidEpochLeavesTheRestOfTheEpochToTheOthers) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 2; ++i) cluster.start_worker(1);
+  const auto spec_file = (cluster.dir() / "spec.json").string();
+  std::ofstream(spec_file) << range_spec(kElements, kSplitSize, kBatch);
+  const auto dead_indices = (cluster.dir() / "dead-reader.indices").string();
+  // A reader in its own process, slow, recording what it hands out...
+  ChildProcess doomed(
+      {binary("STOKER_READ"), "--coordinator", cluster.coordinator_address(), "--spec", spec_file,
+       "--job", "shared", "--pace-ms", "2", "--record-indices", dead_indices},
+      (cluster.dir() / "doomed-reader.log").string());
+  ASSERT_EQ(doomed.spawn_error(), 0);
+  // ...and one here that reads the same job.
+  auto survivor = open(cluster, false, "shared");
+  ASSERT_NE(survivor, nullptr);
+  const auto recorded = [&] {
+    std::ifstream in(dead_indices);
+    std::map<int64_t, int> seen;
+    int64_t i;
+    while (in >> i) ++seen[i];
+    return seen;
+  };
+  Outcome out = read_epoch(*survivor, 500us, 60, [&] {
+    // Kill it once it has handed out a few batches.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (recorded().size() < 5 * kBatch && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+    doomed.kill_now(SIGKILL);
+  });
+  ASSERT_TRUE(out.status.is_ok()) << out.status.to_string() << cluster.logs();
+  const auto dead = recorded();
+  EXPECT_GE(dead.size(), 5 * kBatch);
+  for (const auto& [element, times] : dead) {
+    EXPECT_EQ(times, 1);
+    EXPECT_FALSE(out.seen.contains(element)) << "element " << element << " went to both readers";
+  }
+  for (const auto& [element, times] : out.seen) ASSERT_EQ(times, 1) << "element " << element;
+  // Lost: at most what sat in the dead reader's 32 landing slots.
+  const uint64_t together = out.seen.size() + dead.size();
   EXPECT_LE(together, kElements);
   EXPECT_GE(together, kElements - 32 * kBatch) << cluster.logs();
 }

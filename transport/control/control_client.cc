@@ -106,7 +106,11 @@ class ControlClient::Impl : public std::enable_shared_from_this<Impl> {
 Status ControlClient::Impl::init() {
   STOKER_ASSIGN_OR_RETURN(address_, SocketAddress::parse(options_.server_address));
   server_ = address_.to_string();
-  STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
+  if (options_.context) {
+    context_ = options_.context.ucx();
+  } else {
+    STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
+  }
   STOKER_ASSIGN_OR_RETURN(worker_, ucx::Worker::create(context_));
   STOKER_RETURN_IF_ERROR(worker_->set_am_handler(kControlAmId, &Impl::on_frame, this));
   // The coordinator may not be up yet, or drop a connection while it starts:

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "stoker/result.h"
+#include "stoker/transport_context.h"
 #include "transport/control/cluster_secret.h"
 #include "transport/control/control.pb.h"
 
@@ -45,6 +46,8 @@ struct ControlClientOptions {
   // How long the progress thread keeps polling after an event before it
   // sleeps: answers come sooner, at the cost of a core's time while busy.
   std::chrono::microseconds spin{50};
+  // The process's shared UCX context; empty: the client creates its own.
+  TransportContext context;
 };
 
 class ControlClient {

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include "stoker/landing.h"
+#include "stoker/transport_context.h"
 #include "transport/ucx/ucx_status.h"
 
 namespace stoker::ucx {
@@ -56,6 +57,19 @@ Result<std::shared_ptr<Context>> Context::create() {
   ctx->memory_types_ = attr.memory_types;
   return ctx;
 }
+
+}  // namespace stoker::ucx
+
+namespace stoker {
+
+Result<TransportContext> TransportContext::create() {
+  STOKER_ASSIGN_OR_RETURN(auto context, ucx::Context::create());
+  return TransportContext(std::move(context));
+}
+
+}  // namespace stoker
+
+namespace stoker::ucx {
 
 std::string Context::version_string() {
   unsigned major = 0, minor = 0, release = 0;

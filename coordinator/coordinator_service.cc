@@ -12,6 +12,7 @@
 
 #include "pipeline/pipeline.h"
 #include "pipeline/pipeline_spec.h"
+#include "pipeline/split_message.h"
 #include "transport/control/control_frame.h"
 
 namespace stoker::coordinator {
@@ -560,14 +561,12 @@ Result<Job*> Coordinator::Service::create_job(const control::JoinJob& r) {
     created->mutable_options()->set_sharding(control::SHARDING_DYNAMIC);
   }
   created->set_shuffle_seed(spec->seed);
-  for (const auto& s : splits) {
-    auto* out = created->add_splits();
-    out->set_id(s.id);
-    out->set_shard(s.shard);
-    out->set_begin(s.begin);
-    out->set_end(s.end);
-    out->set_stride(s.stride);
-    out->set_phase(s.phase);
+  for (size_t i = 0; i < splits.size(); ++i) {
+    if (splits[i].id != i) {
+      return internal_error(
+          fmt::format("the pipeline enumerated split {} at position {}", splits[i].id, i));
+    }
+    *created->add_splits() = pipeline::message_of(splits[i]);
   }
   STOKER_RETURN_IF_ERROR(commit(record));
   Job* job = state_.job(created->job_id());
@@ -715,8 +714,15 @@ Result<Message> Coordinator::Service::consumer_heartbeat(ConsumerRecord& c,
       expected->set_batches(mine == counts.end() ? 0 : mine->second);
     }
   }
-  for (const auto& [id, w] : state_.workers()) {
-    if (!w.alive) response->add_dead_workers(id);
+  // The dead among the workers that took part in the epoch: their batches
+  // in flight are lost, and the reader stops waiting for them.
+  if (it != job->iterations.end()) {
+    for (uint64_t w : it->second.participants) {
+      const auto worker = state_.workers().find(w);
+      if (worker != state_.workers().end() && !worker->second.alive) {
+        response->add_dead_workers(w);
+      }
+    }
   }
   return answer;
 }

@@ -8,6 +8,7 @@
 #include <array>
 
 #include "pipeline/split.h"
+#include "pipeline/split_message.h"
 
 namespace stoker::coordinator {
 namespace {
@@ -17,26 +18,6 @@ uint64_t splitmix64(uint64_t& state) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
-}
-
-control::Split to_control(const pipeline::Split& s) {
-  control::Split out;
-  out.set_id(s.id);
-  out.set_shard(s.shard);
-  out.set_begin(s.begin);
-  out.set_end(s.end);
-  out.set_stride(s.stride);
-  out.set_phase(s.phase);
-  return out;
-}
-
-pipeline::Split to_pipeline(const control::Split& s) {
-  return {.id = s.id(),
-          .shard = s.shard(),
-          .begin = s.begin(),
-          .end = s.end(),
-          .stride = s.stride(),
-          .phase = s.phase()};
 }
 
 }  // namespace
@@ -86,6 +67,7 @@ std::vector<uint64_t> CoordinatorState::live_workers() const {
 }
 
 Status CoordinatorState::apply(const JournalRecord& record) {
+  ++version_;
   switch (record.change_case()) {
     case JournalRecord::kWorkerRegistered: {
       const auto& r = record.worker_registered();
@@ -243,9 +225,9 @@ control::Split CoordinatorState::split_for(const Job& job, const Lane& lane, uin
   control::Split out = job.splits.at(split);
   if (lane.data_count > 0) {
     const auto strided =
-        pipeline::static_shard(std::array{to_pipeline(out)}, pipeline::ShardingMode::kData,
+        pipeline::static_shard(std::array{pipeline::split_of(out)}, pipeline::ShardingMode::kData,
                                lane.data_index, lane.data_count);
-    out = to_control(strided.front());
+    out = pipeline::message_of(strided.front());
   }
   out.set_lane(lane_id);
   return out;
@@ -265,7 +247,7 @@ Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
     case control::SHARDING_FILE: {
       // Worker i of n takes the shards with shard % n == i.
       std::vector<pipeline::Split> all;
-      for (const auto& s : j->splits) all.push_back(to_pipeline(s));
+      for (const auto& s : j->splits) all.push_back(pipeline::split_of(s));
       const auto n = static_cast<uint32_t>(it.static_workers.size());
       for (uint32_t index = 0; index < n; ++index) {
         std::vector<uint64_t> ids;
@@ -363,6 +345,10 @@ Status CoordinatorState::apply_split_requeued(const SplitRequeued& r) {
 }
 
 bool CoordinatorState::iteration_complete(const Job& /*job*/, const Iteration& it) const {
+  // Asked on every consumer heartbeat; the answer changes only with the state.
+  if (it.complete_at_version == version_) return it.complete;
+  it.complete_at_version = version_;
+  it.complete = false;
   for (const auto& [id, lane] : it.lanes) {
     if (!lane.pending.empty()) return false;
   }
@@ -371,6 +357,7 @@ bool CoordinatorState::iteration_complete(const Job& /*job*/, const Iteration& i
     auto worker = workers_.find(w);
     if (worker != workers_.end() && worker->second.alive && !it.reported.contains(w)) return false;
   }
+  it.complete = true;
   return true;
 }
 

@@ -59,6 +59,9 @@ struct Iteration {
   // worker -> (consumer -> batches it sent that consumer), from IterationDone
   std::map<uint64_t, std::map<uint64_t, uint64_t>> reported;
   uint64_t units_total = 0, units_done = 0, units_lost = 0, units_assigned = 0;
+  // iteration_complete()'s answer, valid while the state's version is this.
+  mutable uint64_t complete_at_version = 0;
+  mutable bool complete = false;
 };
 
 struct Job {
@@ -170,6 +173,7 @@ class CoordinatorState {
   uint64_t next_worker_id_ = 1;
   uint64_t next_consumer_id_ = 1;
   uint64_t next_job_id_ = 1;
+  uint64_t version_ = 1;  // changes with every applied record
 };
 
 // The order splits are handed out in, for a job's iteration: a permutation

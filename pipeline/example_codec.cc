@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "tf_example.pb.h"
+#include "pipeline/tf_example.pb.h"
 
 namespace stoker::pipeline {
 namespace {

@@ -11,7 +11,8 @@ packages=(
   libprotobuf-dev protobuf-compiler          # control messages, journal records
   libssl-dev                                 # HMAC-SHA256 for the cluster secret
   nlohmann-json3-dev libcpp-httplib-dev      # pipeline specs, /metrics
-  libturbojpeg0-dev libarchive-dev zlib1g-dev  # JPEG, tar shards, gzip (IDX)
+  libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev  # JPEG (region decode), PNG
+  libarchive-dev zlib1g-dev                  # tar shards, gzip (IDX)
   clang libclang-rt-14-dev                   # libFuzzer targets
   dataset-fashion-mnist                      # the real dataset tests and the demo use
   python3-pil python3-numpy python3-torch    # independent references in tests

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "pipeline/pipeline_spec.h"
+#include "pipeline/split_message.h"
 #include "workers/consumer_link.h"
 
 namespace stoker::workers {
@@ -18,15 +19,6 @@ constexpr auto kRetryPause = std::chrono::milliseconds(200);
 // A consumer whose link failed is tried again after this long, while the
 // coordinator still lists it (it may have been a passing failure).
 constexpr auto kRelinkAfter = std::chrono::seconds(1);
-
-pipeline::Split to_pipeline(const control::Split& s) {
-  return {.id = s.id(),
-          .shard = s.shard(),
-          .begin = s.begin(),
-          .end = s.end(),
-          .stride = s.stride(),
-          .phase = s.phase()};
-}
 
 bool transient(const Status& st) {
   return st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut;
@@ -194,7 +186,8 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
         }
         Sink sink(*this, split.lane());
         const auto started = Clock::now();
-        const Status st = pipeline_->run_split(to_pipeline(split), split_iteration, sink, cancel_);
+        const Status st =
+            pipeline_->run_split(pipeline::split_of(split), split_iteration, sink, cancel_);
         {
           std::lock_guard lock(mu_);
           stats_.busy_seconds += std::chrono::duration<double>(Clock::now() - started).count();
@@ -205,7 +198,7 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
         }
         if (st.is_ok()) continue;
         if (st.code() != StatusCode::kCancelled && !cancel_.load()) {
-          fail(st.with_context(fmt::format("split {}", to_pipeline(split).to_string())));
+          fail(st.with_context(fmt::format("split {}", pipeline::split_of(split).to_string())));
         }
         return;
       }

@@ -392,6 +392,20 @@ control::TaskState Task::held() const {
   return state;
 }
 
+TaskStats& TaskStats::operator+=(const TaskStats& other) {
+  batches_produced += other.batches_produced;
+  bytes_produced += other.bytes_produced;
+  batches_delivered += other.batches_delivered;
+  batches_requeued += other.batches_requeued;
+  splits_done += other.splits_done;
+  busy_seconds += other.busy_seconds;
+  for (size_t i = 0; i < bad_records.by_reason.size(); ++i) {
+    bad_records.by_reason[i] += other.bad_records.by_reason[i];
+  }
+  consumers += other.consumers;
+  return *this;
+}
+
 TaskStats Task::stats() const {
   std::lock_guard lock(mu_);
   TaskStats s = stats_;

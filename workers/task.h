@@ -60,6 +60,9 @@ struct TaskStats {
   double busy_seconds = 0;  // pipeline threads' time inside run_split
   pipeline::BadRecordCounts bad_records;
   size_t consumers = 0;
+
+  // Adds another task's counters (a worker's totals over its tasks).
+  TaskStats& operator+=(const TaskStats& other);
 };
 
 // A finished batch waiting for (or on its way to) a consumer.

@@ -198,15 +198,7 @@ void WorkerDaemon::Impl::heartbeat_loop() {
       {
         std::lock_guard lock(tasks_mu_);
         TaskStats total = retired_stats_;
-        for (const auto& [id, task] : tasks_) {
-          const TaskStats s = task->stats();
-          total.batches_produced += s.batches_produced;
-          total.bytes_produced += s.bytes_produced;
-          total.busy_seconds += s.busy_seconds;
-          for (size_t i = 0; i < total.bad_records.by_reason.size(); ++i) {
-            total.bad_records.by_reason[i] += s.bad_records.by_reason[i];
-          }
-        }
+        for (const auto& [id, task] : tasks_) total += task->stats();
         hb->mutable_stats()->set_batches_produced(total.batches_produced);
         hb->mutable_stats()->set_bytes_produced(total.bytes_produced);
         hb->mutable_stats()->set_busy_seconds(total.busy_seconds);
@@ -249,10 +241,9 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
     }
     for (auto it = tasks_.begin(); it != tasks_.end();) {
       if (!assigned.contains(it->first)) {
-        const TaskStats s = it->second->stats();
-        retired_stats_.batches_produced += s.batches_produced;
-        retired_stats_.bytes_produced += s.bytes_produced;
-        retired_stats_.busy_seconds += s.busy_seconds;
+        TaskStats ended_stats = it->second->stats();
+        ended_stats.consumers = 0;  // its links close with it
+        retired_stats_ += ended_stats;
         ended.push_back(std::move(it->second));
         it = tasks_.erase(it);
       } else {
@@ -303,19 +294,7 @@ std::string WorkerDaemon::Impl::metrics() const {
     std::lock_guard lock(tasks_mu_);
     total = retired_stats_;
     tasks = tasks_.size();
-    for (const auto& [id, task] : tasks_) {
-      const TaskStats s = task->stats();
-      total.batches_produced += s.batches_produced;
-      total.bytes_produced += s.bytes_produced;
-      total.batches_delivered += s.batches_delivered;
-      total.batches_requeued += s.batches_requeued;
-      total.splits_done += s.splits_done;
-      total.busy_seconds += s.busy_seconds;
-      total.consumers += s.consumers;
-      for (size_t i = 0; i < total.bad_records.by_reason.size(); ++i) {
-        total.bad_records.by_reason[i] += s.bad_records.by_reason[i];
-      }
-    }
+    for (const auto& [id, task] : tasks_) total += task->stats();
   }
   std::string out;
   const auto metric = [&](std::string_view name, std::string_view type, std::string_view help,

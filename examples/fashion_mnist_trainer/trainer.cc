@@ -76,9 +76,8 @@ Options parse(int argc, char** argv) {
 }
 
 std::string idx_spec(const Options& o, const std::string& set, uint64_t seed) {
-  return "{\"seed\": " + std::to_string(seed) +
-         ", \"source\": {\"type\": \"idx\", \"images\": \"" + o.dataset + "/" + set +
-         "-images-idx3-ubyte.gz\", \"labels\": \"" + o.dataset + "/" + set +
+  return "{\"seed\": " + std::to_string(seed) + ", \"source\": {\"type\": \"idx\", \"images\": \"" +
+         o.dataset + "/" + set + "-images-idx3-ubyte.gz\", \"labels\": \"" + o.dataset + "/" + set +
          "-labels-idx1-ubyte.gz\", \"split_size\": 2000, \"num_classes\": 10}, " +
          (seed != 0 ? "\"ops\": [{\"op\": \"shuffle\", \"buffer_size\": 2000}], " : "") +
          "\"batch\": {\"size\": " + std::to_string(o.batch) + "}}";
@@ -154,7 +153,8 @@ class Model {
           if (hidden_ > 0) dh[static_cast<size_t>(i)] += w[c] * logits[static_cast<size_t>(c)];
         }
       }
-      for (int c = 0; c < kClasses; ++c) gb2[static_cast<size_t>(c)] += logits[static_cast<size_t>(c)];
+      for (int c = 0; c < kClasses; ++c)
+        gb2[static_cast<size_t>(c)] += logits[static_cast<size_t>(c)];
       if (hidden_ > 0) {
         for (int j = 0; j < hidden_; ++j) {
           if (h[static_cast<size_t>(j)] <= 0.0f) dh[static_cast<size_t>(j)] = 0.0f;
@@ -217,10 +217,10 @@ stoker::Result<HostBatch> to_host(const stoker::Batch& batch) {
 }
 
 stoker::ReaderOptions reader_options(const Options& o, std::string spec, int epochs) {
-  stoker::ReaderOptions r{.pipeline_spec = std::move(spec),
-                          .epochs = static_cast<uint32_t>(epochs),
-                          .memory = o.device ? stoker::MemoryKind::kDevice
-                                             : stoker::MemoryKind::kHost};
+  stoker::ReaderOptions r{
+      .pipeline_spec = std::move(spec),
+      .epochs = static_cast<uint32_t>(epochs),
+      .memory = o.device ? stoker::MemoryKind::kDevice : stoker::MemoryKind::kHost};
   stoker::ImageCollation image;
   image.output_dtype = stoker::DType::kFloat32;
   image.layout = stoker::ImageLayout::kNCHW;
@@ -234,8 +234,9 @@ stoker::ReaderOptions reader_options(const Options& o, std::string spec, int epo
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  auto client = stoker::Client::connect(
-      {.coordinator = o.coordinator, .secret_file = o.secret_file, .name = "fashion-mnist-trainer"});
+  auto client = stoker::Client::connect({.coordinator = o.coordinator,
+                                         .secret_file = o.secret_file,
+                                         .name = "fashion-mnist-trainer"});
   if (!client.is_ok()) {
     std::fprintf(stderr, "trainer: %s\n", client.status().to_string().c_str());
     return 1;
@@ -270,7 +271,8 @@ int main(int argc, char** argv) {
       images_seen += static_cast<uint64_t>(n);
       ++batches;
     }
-    train_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    train_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
     // Evaluate on the test set, read through stoker too.
     auto test = (*client)->open_reader(reader_options(o, idx_spec(o, "t10k", 0), 1));

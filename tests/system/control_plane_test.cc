@@ -1,7 +1,11 @@
 // The control plane's semantics with real processes: every sharding mode's
 // visitation guarantee, job sharing and its errors, the cluster secret,
 // stoker-ctl, and prompt shutdown on SIGTERM.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <map>
@@ -178,6 +182,66 @@ TEST(StokerCtl, ShowsWorkersJobsIterationsAndConsumersAsTablesAndJson) {
   EXPECT_EQ(json["jobs"][0]["iterations"][0]["splitsDone"], "20");
   EXPECT_EQ(json["jobs"][0]["iterations"][0]["complete"], true);
   EXPECT_EQ(json["consumers"][0]["name"], "ctl-test-trainer");
+}
+
+// A free TCP port on loopback (bound, then released).
+uint16_t free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof addr;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+// GET http://127.0.0.1:port/path; the body, or "" on failure.
+std::string http_get(uint16_t port, const std::string& path) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request =
+        "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    (void)::write(fd, request.data(), request.size());
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
+      response.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  const auto body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+TEST(WorkerMetrics, CountersAreExportedForPrometheus) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  const uint16_t port = free_port();
+  cluster.start_worker(1, {"--metrics-port", std::to_string(port)});
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto reader = client->open_reader({.pipeline_spec = range_spec(1000, 100, 10), .epochs = 1});
+  ASSERT_TRUE(reader.is_ok());
+  Status status;
+  ASSERT_EQ(read_epochs(**reader, 1, &status).size(), 1000u) << status.to_string();
+  std::string metrics;
+  for (int attempt = 0; attempt < 50 && metrics.empty(); ++attempt) {
+    metrics = http_get(port, "/metrics");
+    if (metrics.empty()) std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_NE(metrics.find("# TYPE stoker_worker_batches_produced_total counter"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("stoker_worker_batches_delivered_total 100\n"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("stoker_worker_bad_records_total{reason=\"crc_mismatch\"} 0"),
+            std::string::npos)
+      << metrics;
 }
 
 TEST(Shutdown, EveryProcessExitsPromptlyOnSigterm) {

@@ -703,26 +703,23 @@ Result<Message> Coordinator::Service::consumer_heartbeat(ConsumerRecord& c,
   auto* status = response->mutable_status();
   status->set_iteration(r.iteration());
   auto it = job->iterations.find(r.iteration());
-  if (it != job->iterations.end()) {
-    const Iteration& iteration = it->second;
-    status->set_complete(state_.iteration_complete(*job, iteration));
-    status->set_splits_lost(iteration.units_lost);
-    for (const auto& [worker, counts] : iteration.reported) {
-      auto mine = counts.find(c.id);
-      auto* expected = status->add_expected();
-      expected->set_worker_id(worker);
-      expected->set_batches(mine == counts.end() ? 0 : mine->second);
-    }
+  if (it == job->iterations.end()) return answer;
+  const Iteration& iteration = it->second;
+  status->set_splits_lost(iteration.units_lost);
+  if (!state_.iteration_complete(*job, iteration)) return answer;
+  // Complete: the counts are final. What each worker delivered to this
+  // consumer, and which of them died (their batches in flight are lost; the
+  // reader stops waiting for them).
+  status->set_complete(true);
+  for (const auto& [worker, counts] : iteration.reported) {
+    auto mine = counts.find(c.id);
+    auto* expected = status->add_expected();
+    expected->set_worker_id(worker);
+    expected->set_batches(mine == counts.end() ? 0 : mine->second);
   }
-  // The dead among the workers that took part in the epoch: their batches
-  // in flight are lost, and the reader stops waiting for them.
-  if (it != job->iterations.end()) {
-    for (uint64_t w : it->second.participants) {
-      const auto worker = state_.workers().find(w);
-      if (worker != state_.workers().end() && !worker->second.alive) {
-        response->add_dead_workers(w);
-      }
-    }
+  for (uint64_t w : iteration.participants) {
+    const auto worker = state_.workers().find(w);
+    if (worker != state_.workers().end() && !worker->second.alive) response->add_dead_workers(w);
   }
   return answer;
 }

@@ -33,7 +33,10 @@ using stoker::control::Message;
 // Round-trip samples in microseconds, from every connection's progress thread.
 class Latencies {
  public:
+  // Calls sent before `from` (the warm-up) are not counted.
+  void measure_from(Clock::time_point from) { from_ = from; }
   void add(Clock::time_point sent) {
+    if (sent < from_) return;
     const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - sent);
     std::lock_guard lock(mu_);
     samples_.push_back(static_cast<uint32_t>(std::min<int64_t>(us.count(), UINT32_MAX)));
@@ -47,6 +50,7 @@ class Latencies {
 
  private:
   std::mutex mu_;
+  Clock::time_point from_{};
   std::vector<uint32_t> samples_;
   std::atomic<uint64_t> errors_{0};
 };
@@ -112,22 +116,19 @@ int main(int argc, char** argv) {
     return std::move(answer).value();
   };
 
-  // Set-up (not measured): register the workers, create the jobs, join the consumers.
-  std::vector<Session> sessions;
+  // Set-up (not measured): register the workers, create the jobs, join the
+  // consumers. Concurrently, so that the first sessions do not outlive the
+  // coordinator's liveness timeout before the last one is set up.
   const auto interval = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double, std::milli>(interval_ms));
-  std::mt19937_64 rng(1);
+  std::vector<Message> requests;
   for (uint32_t i = 0; i < workers; ++i) {
-    ControlClient& c = *clients[i % connections];
     Message m;
     m.mutable_register_worker()->set_name(fmt::format("sim-worker-{}", i));
     m.mutable_register_worker()->set_threads(1);
-    const uint64_t id = call(c, m).worker_registered().worker_id();
-    sessions.push_back({Session::Kind::kWorker, id, 0, 0, 0, 0, &c, {}});
+    requests.push_back(std::move(m));
   }
-  std::vector<uint64_t> job_ids;
   for (uint32_t i = 0; i < consumers; ++i) {
-    ControlClient& c = *clients[i % connections];
     Message m;
     auto* join = m.mutable_join_job();
     join->set_job_name(fmt::format("load-job-{}", i % jobs));
@@ -137,9 +138,44 @@ int main(int argc, char** argv) {
     join->set_receiver_address("127.0.0.1:9");  // never dialled: no worker runs here
     join->set_access_token("load");
     join->set_name(fmt::format("sim-consumer-{}", i));
-    const auto joined = call(c, m).job_joined();
+    requests.push_back(std::move(m));
+  }
+  // The first consumer of each job creates it: those go first, one by one.
+  for (uint32_t j = 0; j < std::min(jobs, consumers); ++j) {
+    call(*clients[(workers + j) % connections], requests[workers + j]);
+  }
+  std::vector<stoker::Result<Message>> answers(requests.size(), stoker::cancelled("no answer"));
+  std::mutex setup_mu;
+  std::condition_variable setup_cv;
+  size_t answered = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    clients[i % connections]->call_async(requests[i], [&, i](stoker::Result<Message> r) {
+      std::lock_guard lock(setup_mu);
+      answers[i] = std::move(r);
+      ++answered;
+      setup_cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(setup_mu);
+    setup_cv.wait(lock, [&] { return answered == requests.size(); });
+  }
+  std::vector<Session> sessions;
+  std::vector<uint64_t> job_ids;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (!answers[i].is_ok()) {
+      fmt::print(stderr, "coordinator-load: setup: {}\n", answers[i].status().to_string());
+      return 1;
+    }
+    ControlClient* c = clients[i % connections].get();
+    if (i < workers) {
+      sessions.push_back(
+          {Session::Kind::kWorker, answers[i]->worker_registered().worker_id(), 0, 0, 0, 0, c, {}});
+      continue;
+    }
+    const auto& joined = answers[i]->job_joined();
     sessions.push_back(
-        {Session::Kind::kConsumer, joined.consumer_id(), joined.job_id(), 0, 0, 0, &c, {}});
+        {Session::Kind::kConsumer, joined.consumer_id(), joined.job_id(), 0, 0, 0, c, {}});
     if (std::find(job_ids.begin(), job_ids.end(), joined.job_id()) == job_ids.end()) {
       job_ids.push_back(joined.job_id());
     }
@@ -152,34 +188,29 @@ int main(int argc, char** argv) {
   // One scheduler thread sends each session's calls when due: a warm-up,
   // then the measured phase (samples from the warm-up are discarded).
   Latencies latencies;
-  std::atomic<uint64_t> completed{0}, splits{0};
+  std::atomic<uint64_t> sent_calls{0}, completed{0}, splits{0};
   const auto to_duration = [](double s) {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   };
   const auto start = Clock::now();
   const auto measured_from = start + to_duration(warmup_seconds);
   const auto end = measured_from + to_duration(seconds);
-  bool warm = warmup_seconds <= 0;
+  latencies.measure_from(measured_from);
   uint64_t round = 0;
   uint64_t late = 0;  // sends that left later than planned (the generator fell behind)
   while (true) {
     const auto round_start = start + interval * static_cast<int64_t>(round);
     if (round_start >= end) break;
-    if (!warm && round_start >= measured_from) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // warm-up answers land
-      latencies.take();
-      late = 0;
-      warm = true;
-    }
     for (Session& s : sessions) {
       const auto due = round_start + s.offset;
       std::this_thread::sleep_until(due);
-      if (Clock::now() - due > std::chrono::milliseconds(1)) ++late;
+      if (due >= measured_from && Clock::now() - due > std::chrono::milliseconds(1)) ++late;
       const auto sent = Clock::now();
       if (s.kind == Session::Kind::kConsumer) {
         Message m;
         m.mutable_consumer_heartbeat()->set_consumer_id(s.id);
         m.mutable_consumer_heartbeat()->set_iteration(0);
+        sent_calls.fetch_add(1);
         s.connection->call_async(m, [&, sent](stoker::Result<Message> r) {
           r.is_ok() ? latencies.add(sent) : latencies.error();
           completed.fetch_add(1);
@@ -192,6 +223,7 @@ int main(int argc, char** argv) {
       hb.mutable_worker_heartbeat()->set_worker_id(s.id);
       hb.mutable_worker_heartbeat()->set_assignment_version(s.assignment_version);
       Session* worker = &s;
+      sent_calls.fetch_add(1);
       s.connection->call_async(hb, [&, sent, worker](stoker::Result<Message> r) {
         completed.fetch_add(1);
         if (!r.is_ok()) return latencies.error();
@@ -204,6 +236,7 @@ int main(int argc, char** argv) {
       get.mutable_get_split()->set_iteration(s.iteration);
       get.mutable_get_split()->set_request_id(++s.request);
       Session* session = &s;
+      sent_calls.fetch_add(1);
       s.connection->call_async(get, [&, sent, session](stoker::Result<Message> r) {
         completed.fetch_add(1);
         if (!r.is_ok()) return latencies.error();
@@ -221,6 +254,7 @@ int main(int argc, char** argv) {
         d->set_lane(response.split().lane());
         d->set_split_id(response.split().id());
         const auto done_sent = Clock::now();
+        sent_calls.fetch_add(1);
         session->connection->call_async(done, [&, done_sent](stoker::Result<Message> a) {
           a.is_ok() ? latencies.add(done_sent) : latencies.error();
           completed.fetch_add(1);
@@ -230,7 +264,14 @@ int main(int argc, char** argv) {
     ++round;
   }
   const double elapsed = std::chrono::duration<double>(Clock::now() - measured_from).count();
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // let the last answers land
+  // Let the last answers land, then stop the connections before anything the
+  // callbacks touch goes away (late answers are cancelled and not counted).
+  const auto drain_until = Clock::now() + std::chrono::seconds(10);
+  while (completed.load() < sent_calls.load() && Clock::now() < drain_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const uint64_t unanswered = sent_calls.load() - completed.load();
+  for (auto& c : clients) c->shutdown();
   auto samples = latencies.take();
   std::sort(samples.begin(), samples.end());
   const auto pct = [&](double p) {
@@ -240,9 +281,9 @@ int main(int argc, char** argv) {
   };
   fmt::print(
       "RESULT workers={} consumers={} connections={} rps={:.0f} p50_us={} p99_us={} p999_us={} "
-      "max_us={} calls={} errors={} splits={} late_sends={}\n",
+      "max_us={} calls={} errors={} splits={} late_sends={} unanswered={}\n",
       workers, consumers, connections, static_cast<double>(samples.size()) / elapsed, pct(0.5),
       pct(0.99), pct(0.999), samples.empty() ? 0 : samples.back(), samples.size(),
-      latencies.errors(), splits.load(), late);
-  return latencies.errors() == 0 ? 0 : 1;
+      latencies.errors(), splits.load(), late, unanswered);
+  return latencies.errors() == 0 && unanswered == 0 ? 0 : 1;
 }

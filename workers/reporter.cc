@@ -41,16 +41,6 @@ void Reporter::submit(control::Message report, Done done) {
   cv_.notify_all();
 }
 
-size_t Reporter::pending() const {
-  std::lock_guard lock(mu_);
-  return queue_.size() + (busy_ ? 1 : 0);
-}
-
-bool Reporter::drain(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] { return queue_.empty() && !busy_; });
-}
-
 void Reporter::run() {
   std::unique_lock lock(mu_);
   while (true) {
@@ -58,7 +48,6 @@ void Reporter::run() {
     if (stopping_) return;
     auto [report, done] = std::move(queue_.front());
     queue_.pop_front();
-    busy_ = true;
     lock.unlock();
     Status outcome;
     while (true) {
@@ -74,8 +63,6 @@ void Reporter::run() {
     }
     if (done) done(outcome);
     lock.lock();
-    busy_ = false;
-    cv_.notify_all();
   }
 }
 

@@ -27,10 +27,7 @@ class Reporter {
   Reporter& operator=(const Reporter&) = delete;
 
   void submit(control::Message report, Done done = nullptr);
-  // Waits until every submitted report has been answered (or `timeout`).
-  bool drain(std::chrono::milliseconds timeout);
   void stop();
-  size_t pending() const;
 
  private:
   void run();
@@ -38,7 +35,6 @@ class Reporter {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<control::Message, Done>> queue_;
-  bool busy_ = false;
   bool stopping_ = false;
   std::thread thread_;
 };

@@ -368,15 +368,6 @@ void Task::fail(const Status& why) {
   space_cv_.notify_all();
 }
 
-bool Task::finished() const {
-  std::lock_guard lock(mu_);
-  if (finished_at_.size() < env_.threads || !ready_.empty()) return false;
-  for (const auto& [index, it] : iterations_) {
-    if (it.outstanding != 0) return false;
-  }
-  return true;
-}
-
 control::TaskState Task::held() const {
   std::lock_guard lock(mu_);
   control::TaskState state;

@@ -87,8 +87,6 @@ class Task {
   void stop();
 
   uint64_t job_id() const { return job_id_; }
-  // Every iteration is done and every batch delivered (end of job).
-  bool finished() const;
   // Splits assigned to this worker whose SplitDone the coordinator has not
   // acknowledged: told on re-registration.
   control::TaskState held() const;

@@ -6,10 +6,11 @@
 namespace stoker::workers {
 
 Result<std::unique_ptr<SendArena>> SendArena::create(size_t bytes) {
-  if (bytes < kAlignment) {
+  constexpr size_t kPage = 4096;
+  if (bytes < kPage) {
     return invalid_argument(fmt::format("a memory budget of {} bytes is below one page", bytes));
   }
-  bytes = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+  bytes = (bytes + kPage - 1) / kPage * kPage;
   STOKER_ASSIGN_OR_RETURN(auto buffer, host_memory_resource()->allocate(bytes));
   return std::unique_ptr<SendArena>(new SendArena(std::move(buffer)));
 }

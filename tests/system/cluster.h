@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -114,18 +115,20 @@ class Cluster {
   }
 
   // Starts a worker; returns its index in workers().
+  // `extra` options are added (a --memory-budget there replaces the default).
   size_t start_worker(uint32_t threads = 1, std::vector<std::string> extra = {}) {
     std::vector<std::string> argv{binary("STOKER_WORKER"),
                                   "--coordinator",
                                   coordinator_address(),
                                   "--threads",
                                   std::to_string(threads),
-                                  "--memory-budget",
-                                  "32M",
                                   "--name",
                                   fmt::format("w{}", workers_.size()),
                                   "--log-level",
                                   "info"};
+    if (std::find(extra.begin(), extra.end(), "--memory-budget") == extra.end()) {
+      argv.insert(argv.end(), {"--memory-budget", "32M"});
+    }
     if (!options_.secret_file.empty()) {
       argv.push_back("--secret-file");
       argv.push_back(options_.secret_file);

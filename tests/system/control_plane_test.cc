@@ -244,6 +244,43 @@ TEST(WorkerMetrics, CountersAreExportedForPrometheus) {
       << metrics;
 }
 
+// The value of an unlabelled metric in a Prometheus exposition, or -1.
+double metric(const std::string& exposition, const std::string& name) {
+  const auto at = exposition.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(exposition.substr(at + name.size() + 2));
+}
+
+TEST(WorkerMetrics, AReaderThatDoesNotReadStopsThePipelineWithinTheBudget) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  const uint16_t port = free_port();
+  cluster.start_worker(2, {"--metrics-port", std::to_string(port), "--memory-budget", "2M"});
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  // 100,000 batches of 4 KiB: far more than the worker may hold.
+  auto reader = client->open_reader({.pipeline_spec = range_spec(1'000'000, 10'000, 10, 400),
+                                     .slots = 4,
+                                     .credits_per_worker = 4});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  // The reader takes nothing: its 4 slots fill, then the worker's budget.
+  std::this_thread::sleep_for(1500ms);
+  const std::string before = http_get(port, "/metrics");
+  std::this_thread::sleep_for(1000ms);
+  const std::string after = http_get(port, "/metrics");
+  const double produced = metric(after, "stoker_worker_batches_produced_total");
+  ASSERT_GT(produced, 0) << after << cluster.logs();
+  EXPECT_EQ(metric(before, "stoker_worker_batches_produced_total"), produced)
+      << "the pipeline kept producing with no credit anywhere";
+  EXPECT_LE(metric(after, "stoker_worker_memory_in_use_bytes"), 2.0 * 1024 * 1024);
+  EXPECT_LT(produced, 1000) << "more than the budget and the slots can hold";
+  // Reading resumes the flow.
+  for (int b = 0; b < 50; ++b) {
+    auto next = (*reader)->next(10s);
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string();
+  }
+}
+
 TEST(Shutdown, EveryProcessExitsPromptlyOnSigterm) {
   Cluster cluster;
   cluster.start_coordinator();

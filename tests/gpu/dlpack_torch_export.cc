@@ -1,7 +1,8 @@
 // A small shared library for dlpack_torch_test.py: exports known tensors as
 // legacy DLManagedTensors (torch 1.13 takes only those) through stoker's
-// DLPack export, and counts how many of their keep-alives have been dropped,
-// so the test can prove that torch's release of a tensor ran our deleter.
+// DLPack export, and on a GPU a versioned one in device memory; it counts how
+// many of their keep-alives have been dropped, so the test can prove that
+// torch's release of a tensor ran our deleter.
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -9,7 +10,9 @@
 #include <vector>
 
 #include "gpu/collate/numeric.h"
+#include "gpu/stream.h"
 #include "stoker/dlpack.h"
+#include "stoker/memory.h"
 
 namespace {
 
@@ -22,6 +25,13 @@ std::atomic<int>& released() {
 struct Storage {
   std::vector<std::byte> bytes;
   ~Storage() { released().fetch_add(1); }
+};
+
+// GPU memory of one exported tensor.
+struct DeviceStorage {
+  explicit DeviceStorage(stoker::Buffer b) : buffer(std::move(b)) {}
+  stoker::Buffer buffer;
+  ~DeviceStorage() { released().fetch_add(1); }
 };
 
 template <typename T>
@@ -74,6 +84,33 @@ __attribute__((visibility("default"))) DLManagedTensor* stoker_test_export(int w
   *data = view->data();
   auto exported = stoker::to_legacy_dlpack(*view, std::move(storage));
   if (!exported.is_ok()) return nullptr;
+  return exported->release();
+}
+
+// A versioned kDLCUDA export of float32 [2, 3] = 0, 0.5, ..., 2.5 in the
+// memory of GPU 0. Returns null (and sets *data to null) without a GPU.
+__attribute__((visibility("default"))) DLManagedTensorVersioned* stoker_test_export_device(
+    void** data) {
+  *data = nullptr;
+  if (stoker::cuda_device_count() == 0) return nullptr;
+  const std::vector<float> values{0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 2.5f};
+  auto resource = stoker::make_memory_resource(stoker::MemoryKind::kDevice, 0);
+  if (!resource.is_ok()) return nullptr;
+  auto buffer = (*resource)->allocate(values.size() * sizeof(float));
+  if (!buffer.is_ok()) return nullptr;
+  if (!stoker::copy_async(buffer->data(), values.data(), buffer->size(), stoker::StreamRef())
+           .is_ok() ||
+      !stoker::synchronize_stream(stoker::StreamRef()).is_ok()) {
+    return nullptr;
+  }
+  auto storage = std::make_shared<DeviceStorage>(std::move(*buffer));
+  const int64_t shape[] = {2, 3};
+  auto view = stoker::TensorView::contiguous(storage->buffer.data(), stoker::DType::kFloat32, shape,
+                                             stoker::MemoryKind::kDevice, 0);
+  if (!view.is_ok()) return nullptr;
+  auto exported = stoker::to_dlpack(*view, std::move(storage));
+  if (!exported.is_ok()) return nullptr;
+  *data = view->data();
   return exported->release();
 }
 

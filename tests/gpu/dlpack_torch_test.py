@@ -1,7 +1,9 @@
 """Hands stoker's legacy DLPack tensors to a real consumer, torch (1.13 on
 Debian 12), through a "dltensor" PyCapsule built with ctypes: torch must see
 the values, dtype and shape without copying, and releasing the torch tensor
-must run stoker's deleter exactly once.
+must run stoker's deleter exactly once. Where torch sees a GPU (and the
+library was built with CUDA), a versioned kDLCUDA export ("dltensor_versioned")
+must arrive in torch as a CUDA tensor on the same memory.
 
 Usage: /usr/bin/python3 dlpack_torch_test.py LIBRARY
 Exits 0 on success, 1 on failure, 77 (skip) when torch is not installed."""
@@ -54,4 +56,50 @@ for which, dtype, expected in cases:
     if not problems:
         print(f"tensor {which}: {dtype} {expected} shared with torch {torch.__version__}, "
               "deleter ran once")
+
+
+class VersionedExport:
+    """What torch.from_dlpack takes: an object with __dlpack__ that returns a
+    "dltensor_versioned" capsule (its data is ready: no stream to order)."""
+
+    def __init__(self, pointer):
+        self.pointer = pointer
+
+    def __dlpack__(self, stream=None, max_version=None, dl_device=None, copy=None):
+        return capsule_new(self.pointer, b"dltensor_versioned", None)
+
+    def __dlpack_device__(self):
+        return (2, 0)  # kDLCUDA, GPU 0
+
+
+lib.stoker_test_export_device.restype = ctypes.c_void_p
+lib.stoker_test_export_device.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+if torch.cuda.is_available():
+    data = ctypes.c_void_p()
+    pointer = lib.stoker_test_export_device(ctypes.byref(data))
+    if not pointer:
+        print("device tensor: the library could not export one (a build without CUDA?)")
+        failures += 1
+    else:
+        released = lib.stoker_test_released()
+        tensor = torch.from_dlpack(VersionedExport(pointer))
+        problems = []
+        if tensor.device.type != "cuda":
+            problems.append(f"device {tensor.device}, expected cuda")
+        if tensor.tolist() != [[0.0, 0.5, 1.0], [1.5, 2.0, 2.5]]:
+            problems.append(f"values {tensor.tolist()}")
+        if tensor.data_ptr() != data.value:
+            problems.append("torch copied the data instead of sharing it")
+        del tensor
+        gc.collect()
+        if lib.stoker_test_released() != released + 1:
+            problems.append(f"deleter ran {lib.stoker_test_released() - released} times, expected 1")
+        for p in problems:
+            print(f"device tensor: {p}")
+        failures += len(problems)
+        if not problems:
+            print(f"device tensor: versioned kDLCUDA export shared with torch {torch.__version__} "
+                  f"on {torch.cuda.get_device_name(0)}, deleter ran once")
+else:
+    print("torch sees no GPU: the device export is not checked here")
 sys.exit(1 if failures else 0)

@@ -17,7 +17,7 @@ namespace stoker {
 namespace {
 
 constexpr size_t kImageBytes = 2 * 8 * 8 * 3;
-constexpr size_t kLabelOffset = 256;
+constexpr size_t kLabelOffset = 384;  // just past the image
 constexpr size_t kPayloadBytes = 512;
 
 class NcclFanoutTest : public ::testing::Test {
@@ -109,7 +109,7 @@ TEST_F(NcclFanoutTest, TensorsOutsideThePayloadAreRefused) {
   const FanoutSource short_source{payload.data(), kLabelOffset, tensors};
   const Status st = fanout->enqueue_header(&short_source, {});
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(st.message().find("'label' lies outside the 256-byte payload"), std::string::npos)
+  EXPECT_NE(st.message().find("'label' lies outside the 384-byte payload"), std::string::npos)
       << st.to_string();
 }
 

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <thread>
 
+#include "gpu/stream.h"
 #include "pipeline/range_payload.h"
+#include "stoker/dlpack.h"
 #include "stoker/landing.h"
 #include "tests/system/cluster.h"
 
@@ -34,6 +37,34 @@ class ReaderTest : public ::testing::Test {
   Cluster cluster_;
   std::shared_ptr<Client> client_;
 };
+
+// A tensor's elements, copied to the host (from any memory kind).
+template <typename T>
+std::vector<T> host_copy(const Batch& batch, std::string_view name) {
+  auto t = batch.tensor(name);
+  EXPECT_TRUE(t.is_ok()) << t.status().to_string();
+  if (!t.is_ok()) return {};
+  std::vector<T> out(static_cast<size_t>(t->element_count()));
+  const Status copied = batch.copy_to_host(name, std::as_writable_bytes(std::span(out)));
+  EXPECT_TRUE(copied.is_ok()) << copied.to_string();
+  return out;
+}
+
+// Checks a batch whose 'payload' was collated into float32 'features' in [0, 1].
+void expect_dense_features(const Batch& batch, uint64_t bytes) {
+  const auto indices = host_copy<int64_t>(batch, "index");
+  const auto features = host_copy<float>(batch, "features");
+  ASSERT_EQ(features.size(), indices.size() * bytes);
+  for (size_t e = 0; e < indices.size(); ++e) {
+    for (uint64_t j = 0; j < bytes; ++j) {
+      const float want =
+          static_cast<float>(pipeline::range_payload_byte(static_cast<uint64_t>(indices[e]), j)) /
+          255.0f;
+      ASSERT_NEAR(features[e * bytes + j], want, 1e-6f)
+          << "element " << indices[e] << " byte " << j;
+    }
+  }
+}
 
 TEST_F(ReaderTest, DenseCollationConvertsPayloadsAndPassesOtherTensorsThrough) {
   constexpr uint64_t kBytes = 24;
@@ -128,6 +159,79 @@ TEST_F(ReaderTest, MisuseGetsPreciseErrors) {
     EXPECT_NE(device.status().message().find("STOKER_CUDA"), std::string::npos)
         << device.status().to_string();
   }
+}
+
+// On a machine with a GPU (and a CUDA build): batches handed out in GPU
+// memory, collated on the trainer's own stream, exported as kDLCUDA, and
+// read back intact. Landing goes through pinned memory and an asynchronous
+// copy unless UCX reaches GPU memory itself.
+TEST_F(ReaderTest, DeviceOutputIsCollatedOnTheTrainersStream) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  auto stream = CudaStream::create(0);
+  ASSERT_TRUE(stream.is_ok()) << stream.status().to_string();
+  constexpr uint64_t kBytes = 40;
+  ReaderOptions options{.pipeline_spec = range_spec(400, 100, 10, kBytes),
+                        .memory = MemoryKind::kDevice,
+                        .device = 0,
+                        .stream = stream->ref()};
+  options.collation.dense_features = {"payload"};
+  options.collation.dense.output_dtype = DType::kFloat32;
+  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  auto reader = client_->open_reader(options);
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  uint64_t batches = 0;
+  while (true) {
+    auto next = (*reader)->next(30s);
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string() << cluster_.logs();
+    if (!next->has_value()) break;
+    Batch& batch = **next;
+    ASSERT_EQ(batch.memory(), MemoryKind::kDevice);
+    ASSERT_EQ(batch.device(), 0);
+    auto features = batch.tensor("features");
+    ASSERT_TRUE(features.is_ok()) << features.status().to_string();
+    EXPECT_EQ(features->memory(), MemoryKind::kDevice);
+    auto exported = batch.to_dlpack("features");
+    ASSERT_TRUE(exported.is_ok()) << exported.status().to_string();
+    EXPECT_EQ((*exported)->dl_tensor.device.device_type, kDLCUDA);
+    EXPECT_EQ((*exported)->dl_tensor.device.device_id, 0);
+    expect_dense_features(batch, kBytes);
+    ++batches;
+  }
+  EXPECT_EQ(batches, 40u);
+}
+
+// Pinned output: readable by the host as it is handed out, kDLCUDAHost.
+TEST_F(ReaderTest, PinnedOutputIsHostReadableAndExportedAsCudaHost) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  constexpr uint64_t kBytes = 16;
+  ReaderOptions options{.pipeline_spec = range_spec(200, 100, 10, kBytes),
+                        .memory = MemoryKind::kPinned};
+  options.collation.dense_features = {"payload"};
+  options.collation.dense.output_dtype = DType::kFloat32;
+  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  auto reader = client_->open_reader(options);
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Batch batch = next_batch(**reader);
+  ASSERT_TRUE(batch.valid());
+  EXPECT_EQ(batch.memory(), MemoryKind::kPinned);
+  EXPECT_EQ(batch.device(), -1);
+  auto exported = batch.to_dlpack("features");
+  ASSERT_TRUE(exported.is_ok()) << exported.status().to_string();
+  EXPECT_EQ((*exported)->dl_tensor.device.device_type, kDLCUDAHost);
+  const auto indices = indices_of(batch);  // host pointers work for pinned memory
+  ASSERT_FALSE(indices.empty());
+  expect_dense_features(batch, kBytes);
+}
+
+// A GPU ordinal the machine does not have is refused when the reader opens.
+TEST_F(ReaderTest, AMissingGpuIsRefusedPrecisely) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  auto reader = client_->open_reader({.pipeline_spec = range_spec(100, 100, 10),
+                                      .memory = MemoryKind::kDevice,
+                                      .device = cuda_device_count()});
+  ASSERT_FALSE(reader.is_ok());
+  EXPECT_NE(reader.status().message().find("does not exist"), std::string::npos)
+      << reader.status().to_string();
 }
 
 }  // namespace

@@ -10,6 +10,9 @@ namespace stoker::detail {
 namespace {
 
 constexpr size_t kAlignment = 256;  // of each tensor in an output buffer
+// Image tensors from this size on are copied and collated in slices.
+constexpr uint64_t kSlicedImageBytes = 1 << 20;
+constexpr int64_t kCopySlices = 4;
 
 size_t align_up(size_t n) { return (n + kAlignment - 1) / kAlignment * kAlignment; }
 
@@ -18,6 +21,16 @@ std::string names_of(const std::vector<std::pair<std::string, TensorView>>& tens
   for (const auto& [name, view] : tensors)
     out += fmt::format("{}'{}'", out.empty() ? "" : ", ", name);
   return out;
+}
+
+// Rows [first, first + count) of a contiguous tensor, as a view.
+Result<TensorView> rows_of(const TensorView& t, int64_t first, int64_t count) {
+  std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
+  const size_t row_bytes = t.byte_size() / static_cast<size_t>(shape[0]);
+  shape[0] = count;
+  return TensorView::contiguous(
+      static_cast<std::byte*>(t.data()) + row_bytes * static_cast<size_t>(first), t.dtype(), shape,
+      t.memory(), t.device());
 }
 
 }  // namespace
@@ -47,6 +60,10 @@ Result<std::unique_ptr<BatchPreparer>> BatchPreparer::create(const ReaderOptions
     STOKER_ASSIGN_OR_RETURN(auto device_memory,
                             make_memory_resource(MemoryKind::kDevice, options.device));
     p->staging_ = std::make_shared<BufferPool>(device_memory, options.stream);
+    for (int64_t i = 0; i + 1 < kCopySlices; ++i) {
+      STOKER_ASSIGN_OR_RETURN(auto event, CudaEvent::create(options.device));
+      p->slice_events_.push_back(std::move(event));
+    }
   }
   if (!options.collation.empty()) {
     STOKER_ASSIGN_OR_RETURN(auto memory, make_memory_resource(output, options.device));
@@ -87,10 +104,10 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
   int device = memory == MemoryKind::kDevice ? device_ : -1;
   const size_t bytes = landed.payload().size();
 
+  SlicedCopy sliced;
   if (staging_) {
     // Pinned -> device on the copy stream; the trainer's stream waits for it.
     STOKER_ASSIGN_OR_RETURN(state->staging, staging_->acquire(bytes, copy_stream_.ref()));
-    STOKER_RETURN_IF_ERROR(copy_async(state->staging.data(), base, bytes, copy_stream_.ref()));
     CudaEvent copied;
     if (!spare_events_.empty()) {
       copied = std::move(spare_events_.front());
@@ -98,9 +115,22 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
     } else {
       STOKER_ASSIGN_OR_RETURN(copied, CudaEvent::create(device_));
     }
-    STOKER_RETURN_IF_ERROR(copied.record(copy_stream_.ref()));
-    STOKER_RETURN_IF_ERROR(copied.enqueue_wait(stream_));
+    sliced.pieces = plan_copy(state->descriptor, bytes);
+    size_t begin = 0;
+    for (size_t k = 0; k < sliced.pieces.size(); ++k) {
+      const size_t end = sliced.pieces[k].end;
+      STOKER_RETURN_IF_ERROR(
+          copy_async(state->staging.data() + begin, base + begin, end - begin, copy_stream_.ref()));
+      begin = end;
+      CudaEvent& done = k + 1 < sliced.pieces.size() ? slice_events_[k] : copied;
+      STOKER_RETURN_IF_ERROR(done.record(copy_stream_.ref()));
+      sliced.events.push_back(&done);
+    }
+    // Sliced: the image collation waits piece by piece (its last wait is for
+    // the whole copy, before anything else reads the batch).
+    if (sliced.pieces.size() == 1) STOKER_RETURN_IF_ERROR(copied.enqueue_wait(stream_));
     copies_.push_back({std::move(landed), std::move(copied)});
+    sliced.events.back() = &copies_.back().copied;
     base = state->staging.data();
     memory = MemoryKind::kDevice;
     device = device_;
@@ -111,7 +141,13 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
   if (collation_.empty()) {
     state->tensors = std::move(inputs);
   } else {
-    STOKER_RETURN_IF_ERROR(collate(*state, std::move(inputs)));
+    const bool is_sliced = sliced.pieces.size() > 1;
+    const Status collated = collate(*state, std::move(inputs), is_sliced ? &sliced : nullptr);
+    if (!collated.is_ok() && is_sliced) {
+      // The staging buffer goes back on the trainer's stream: after the copy.
+      (void)sliced.events.back()->enqueue_wait(stream_);
+    }
+    STOKER_RETURN_IF_ERROR(collated);
   }
   if (output_ == MemoryKind::kDevice) {
     STOKER_ASSIGN_OR_RETURN(state->ready, CudaEvent::create(device_));
@@ -120,8 +156,54 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
   return state;
 }
 
+std::vector<BatchPreparer::CopyPiece> BatchPreparer::plan_copy(const BatchDescriptor& descriptor,
+                                                               size_t bytes) const {
+  if (collation_.image) {
+    for (size_t i = 0; i < descriptor.tensor_count; ++i) {
+      const TensorDescriptor& t = descriptor.tensors[i];
+      if (t.name_view() != "image" || t.ndim != 4 || t.bytes < kSlicedImageBytes ||
+          t.shape[0] < 2 || t.offset + t.bytes > bytes || t.bytes % t.shape[0] != 0) {
+        continue;
+      }
+      const auto images = static_cast<int64_t>(t.shape[0]);
+      const uint64_t per_image = t.bytes / t.shape[0];
+      const int64_t slices = std::min(kCopySlices, images);
+      std::vector<CopyPiece> pieces;
+      for (int64_t k = 1; k <= slices; ++k) {
+        const int64_t images_end = images * k / slices;
+        // The last piece takes the rest of the payload.
+        const size_t end =
+            k == slices
+                ? bytes
+                : static_cast<size_t>(t.offset + static_cast<uint64_t>(images_end) * per_image);
+        pieces.push_back({end, images_end});
+      }
+      return pieces;
+    }
+  }
+  return {{bytes, 0}};
+}
+
+Status BatchPreparer::collate_image_slices(const TensorView& image, const TensorView& out,
+                                           const SlicedCopy& sliced) {
+  int64_t first = 0;
+  for (size_t k = 0; k < sliced.pieces.size(); ++k) {
+    STOKER_RETURN_IF_ERROR(sliced.events[k]->enqueue_wait(stream_));
+    const int64_t end = sliced.pieces[k].images_end;
+    if (end == first) continue;
+    STOKER_ASSIGN_OR_RETURN(auto in_rows, rows_of(image, first, end - first));
+    STOKER_ASSIGN_OR_RETURN(auto out_rows, rows_of(out, first, end - first));
+    ImageCollation options = *collation_.image;
+    options.first_sample += static_cast<uint64_t>(first);  // flips as for the whole batch
+    STOKER_RETURN_IF_ERROR(collate_image(in_rows, out_rows, options, stream_));
+    first = end;
+  }
+  return Status::ok();
+}
+
 Status BatchPreparer::collate(BatchState& state,
-                              std::vector<std::pair<std::string, TensorView>> inputs) {
+                              std::vector<std::pair<std::string, TensorView>> inputs,
+                              const SlicedCopy* sliced) {
   const auto take = [&](std::string_view name, std::string_view what) -> Result<TensorView> {
     auto it =
         std::find_if(inputs.begin(), inputs.end(), [&](const auto& t) { return t.first == name; });
@@ -170,6 +252,11 @@ Status BatchPreparer::collate(BatchState& state,
     o.offset = total;
     total += align_up(o.spec.byte_size());
   }
+  if (sliced != nullptr && !image) {
+    // Nothing consumes the slices: wait for the whole copy at once.
+    STOKER_RETURN_IF_ERROR(sliced->events.back()->enqueue_wait(stream_));
+    sliced = nullptr;
+  }
   STOKER_ASSIGN_OR_RETURN(state.output, outputs_->acquire(total, stream_));
   const int device = state.device;
   std::map<std::string, TensorView, std::less<>> made;
@@ -177,8 +264,11 @@ Status BatchPreparer::collate(BatchState& state,
     STOKER_ASSIGN_OR_RETURN(made[o.name], TensorView::contiguous(state.output.data() + o.offset,
                                                                  o.spec, output_, device));
   }
-  if (image)
+  if (image && sliced != nullptr) {
+    STOKER_RETURN_IF_ERROR(collate_image_slices(*image, made["image"], *sliced));
+  } else if (image) {
     STOKER_RETURN_IF_ERROR(collate_image(*image, made["image"], *collation_.image, stream_));
+  }
   if (sequence) {
     SequenceOutputs out{.ids = made["input_ids"], .mask = made["attention_mask"]};
     if (sequence->positions) out.positions = made["position_ids"];

@@ -16,7 +16,7 @@
 #
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
-#                       [--fanin-size BYTES]
+#                       [--fanin-size BYTES] [--mode am|put|auto]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -28,6 +28,7 @@ credits=64
 source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
+mode=auto  # stoker's push mode: active messages over TCP, put over shared memory
 port=$((20000 + RANDOM % 20000))
 
 while [[ $# -gt 0 ]]; do
@@ -41,6 +42,7 @@ while [[ $# -gt 0 ]]; do
     --ring) source=(); shift ;;
     --fanin) fanin=$2; shift 2 ;;
     --fanin-size) fanin_size=$2; shift 2 ;;
+    --mode) mode=$2; shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -83,7 +85,7 @@ run_stoker() {  # tls size senders
   for s in $(seq "$senders"); do
     UCX_TLS=$tls timeout 120 "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" \
       --size "$size" --iterations "$iterations" --warmup 200 --buffers "$credits" "${source[@]}" \
-      --name "perf-$s" \
+      --mode "$mode" --name "perf-$s" \
       >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done

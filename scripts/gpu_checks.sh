@@ -11,6 +11,8 @@
 #   bench    stoker-collate-bench: kernels against the device copy, landed-to-ready
 #   trainer  the example trainer, batches collated on the GPU (--device)
 #   perf     perf/compare_ucx.sh on this machine's cores
+#   perf_sm_am     the same over shared memory with active messages (not by default)
+#   perf_window16  the same with a window of 16 batches per sender (not by default)
 # Each step writes OUT_DIR/<step>.log; OUT_DIR/summary.txt gets one line per
 # step and every RESULT line. Exits non-zero if a step failed.
 set -uo pipefail
@@ -79,6 +81,11 @@ step_torch() {
 
 step_bench() {
   stoker-collate-bench --iterations 200
+  # Working sets well beyond the 50 MB L2, where the copy reference is HBM-bound too.
+  stoker-collate-bench --kernel image_f32_nchw --images 1024 --iterations 100
+  stoker-collate-bench --kernel image_bf16_nchw --images 1024 --iterations 100
+  stoker-collate-bench --kernel dense_concat --dense-rows 262144 --iterations 100
+  stoker-collate-bench --kernel sequence_pad_mask --sequences 4096 --iterations 100
   stoker-collate-bench --kernel landed_to_ready --images 1024 --iterations 100
 }
 
@@ -89,6 +96,18 @@ step_trainer() {
 
 step_perf() {
   perf/compare_ucx.sh --stoker-perf "$bundle/bin/stoker-perf" --reps 3 --iterations 3000
+}
+
+# Shared memory with active messages instead of puts (the default there).
+step_perf_sm_am() {
+  perf/compare_ucx.sh --stoker-perf "$bundle/bin/stoker-perf" --tls sm --mode am --reps 3 \
+    --iterations 3000
+}
+
+# A window of 16 per sender: 4 senders' slots then fit in the caches.
+step_perf_window16() {
+  perf/compare_ucx.sh --stoker-perf "$bundle/bin/stoker-perf" --credits 16 --reps 3 \
+    --iterations 3000
 }
 
 for s in $steps; do

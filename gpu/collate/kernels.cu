@@ -295,6 +295,9 @@ struct DenseKernel {
   using Out = typename FloatOut<F>::Storage;
   DenseFeature features[kDenseFeaturesPerLaunch];
   uint64_t feature_end[kDenseFeaturesPerLaunch];  // cumulative widths
+  // Whether groups of 4 columns of the feature start 4-aligned in memory, so
+  // that a group inside it is one vector load.
+  bool vector_loads[kDenseFeaturesPerLaunch];
   Out* out;
   uint64_t chunk_width, out_width, first_column;
   FastDivider groups_per_row;
@@ -316,6 +319,44 @@ struct DenseKernel {
     return 0.0f;
   }
 
+  // Columns [column, column + 4) of one feature, read as one vector.
+  STOKER_HD_INLINE void load_group(const DenseFeature& f, uint64_t row, uint64_t column,
+                                   Out (&v)[4]) const {
+    const uint64_t i = row * static_cast<uint64_t>(f.width) + column;
+    switch (f.format) {
+      case DenseFormat::kFloat32: {
+        float x[4];
+        load4(static_cast<const float*>(f.data) + i, x);
+        STOKER_UNROLL
+        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(x[j]);
+        return;
+      }
+      case DenseFormat::kFloat16: {
+        uint16_t x[4];
+        load4(static_cast<const uint16_t*>(f.data) + i, x);
+        STOKER_UNROLL
+        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(float16_bits_to_float(x[j]));
+        return;
+      }
+      case DenseFormat::kBFloat16: {
+        uint16_t x[4];
+        load4(static_cast<const uint16_t*>(f.data) + i, x);
+        STOKER_UNROLL
+        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(bfloat16_bits_to_float(x[j]));
+        return;
+      }
+      case DenseFormat::kUInt8: {
+        uint8_t x[4];
+        load4(static_cast<const uint8_t*>(f.data) + i, x);
+        STOKER_UNROLL
+        for (uint32_t j = 0; j < 4; ++j) {
+          v[j] = FloatOut<F>::from(mul_rn(static_cast<float>(x[j]), uint8_scale));
+        }
+        return;
+      }
+    }
+  }
+
   template <typename Index>
   STOKER_HD_INLINE void operator()(Index item) const {
     const Index row = groups_per_row.divide(item);
@@ -323,13 +364,19 @@ struct DenseKernel {
     const uint64_t count = chunk_width - c0 < 4 ? chunk_width - c0 : 4;
     Out v[4] = {};
     int k = 0;
-    STOKER_UNROLL
-    for (uint32_t j = 0; j < 4; ++j) {
-      const uint64_t column = c0 + j;
-      if (j < count) {
-        while (column >= feature_end[k]) ++k;
-        const uint64_t feature_start = k == 0 ? 0 : feature_end[k - 1];
-        v[j] = FloatOut<F>::from(load(features[k], row, column - feature_start));
+    while (c0 >= feature_end[k]) ++k;
+    const uint64_t start = k == 0 ? 0 : feature_end[k - 1];
+    if (count == 4 && c0 + 4 <= feature_end[k] && vector_loads[k]) {
+      load_group(features[k], row, c0 - start, v);
+    } else {
+      STOKER_UNROLL
+      for (uint32_t j = 0; j < 4; ++j) {
+        const uint64_t column = c0 + j;
+        if (j < count) {
+          while (column >= feature_end[k]) ++k;
+          const uint64_t feature_start = k == 0 ? 0 : feature_end[k - 1];
+          v[j] = FloatOut<F>::from(load(features[k], row, column - feature_start));
+        }
       }
     }
     Out* dst = out + uint64_t{row} * out_width + first_column + c0;
@@ -344,14 +391,30 @@ struct DenseKernel {
   }
 };
 
+uint64_t dense_format_size(DenseFormat format) {
+  switch (format) {
+    case DenseFormat::kFloat32:
+      return 4;
+    case DenseFormat::kFloat16:
+    case DenseFormat::kBFloat16:
+      return 2;
+    case DenseFormat::kUInt8:
+      return 1;
+  }
+  return 1;
+}
+
 template <FloatFormat F>
 Status run_dense(const DenseArgs& a, const Executor& executor) {
   using Kernel = DenseKernel<F>;
   Kernel kernel{};
   uint64_t width = 0;
   for (int k = 0; k < a.feature_count; ++k) {
-    kernel.features[k] = a.features[k];
-    width += static_cast<uint64_t>(a.features[k].width);
+    const DenseFeature& f = a.features[k];
+    kernel.features[k] = f;
+    kernel.vector_loads[k] =
+        width % 4 == 0 && f.width % 4 == 0 && aligned(f.data, 4 * dense_format_size(f.format));
+    width += static_cast<uint64_t>(f.width);
     kernel.feature_end[k] = width;
   }
   // Unused slots end past every column, so the feature search stops in range.

@@ -194,4 +194,28 @@ STOKER_HD_INLINE void store4(T* dst, const T (&v)[4]) {
 #endif
 }
 
+// Loads 4 consecutive T from global memory that is aligned to 4 * sizeof(T)
+// and not written by the same kernel, as one vector load on a GPU (through
+// the read-only cache).
+template <typename T>
+STOKER_HD_INLINE void load4(const T* src, T (&v)[4]) {
+#if defined(__CUDA_ARCH__)
+  constexpr size_t kWords = sizeof(T);  // 4 values of sizeof(T) bytes, in 4-byte words
+  uint32_t w[kWords];
+  if constexpr (kWords == 1) {
+    asm volatile("ld.global.nc.b32 %0, [%1];" : "=r"(w[0]) : "l"(src));
+  } else if constexpr (kWords == 2) {
+    asm volatile("ld.global.nc.v2.b32 {%0, %1}, [%2];" : "=r"(w[0]), "=r"(w[1]) : "l"(src));
+  } else {
+    static_assert(kWords == 4);
+    asm volatile("ld.global.nc.v4.b32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(w[0]), "=r"(w[1]), "=r"(w[2]), "=r"(w[3])
+                 : "l"(src));
+  }
+  memcpy(v, w, sizeof v);
+#else
+  std::memcpy(v, src, sizeof v);
+#endif
+}
+
 }  // namespace stoker::collate_detail

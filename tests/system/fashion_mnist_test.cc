@@ -3,15 +3,20 @@
 // delivered to two readers sharing the job. Every one of the 60,000 training
 // records must arrive exactly once per epoch, pixels intact, with its own
 // label: the test reads the same files itself (zlib) and matches each
-// delivered (image, label) pair against them.
+// delivered (image, label) pair against them. On a GPU, the same census
+// through device output: batches copied to the GPU in slices and collated
+// (with random flips) slice by slice, then undone on the host.
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <thread>
 
 #include "common/crc32c.h"
+#include "gpu/stream.h"
+#include "stoker/collate.h"
 #include "tests/system/cluster.h"
 
 namespace stoker::testing {
@@ -107,6 +112,81 @@ TEST(FashionMnist, EveryTrainingRecordArrivesExactlyOncePerEpochWithItsLabel) {
   }
   EXPECT_GT((*a)->stats().batches, 0u);
   EXPECT_GT((*b)->stats().batches, 0u);
+}
+
+std::string train_spec(uint32_t batch) {
+  return R"({"seed": 5, "source": {"type": "idx",
+      "images": ")" +
+         kDir + R"(/train-images-idx3-ubyte.gz",
+      "labels": ")" +
+         kDir + R"(/train-labels-idx1-ubyte.gz",
+      "split_size": 6000, "num_classes": 10},
+    "ops": [{"op": "shuffle", "buffer_size": 500}], "batch": {"size": )" +
+         std::to_string(batch) + "}}";
+}
+
+// Batches of 2,000 images (1.5 MiB) land in pinned memory, are copied to the
+// GPU in slices and collated behind each slice with random flips; the host
+// undoes the flips and the scaling, and the census must match exactly.
+TEST(FashionMnist, DeviceOutputCollatedInSlicesKeepsEveryRecordIntact) {
+  if (!std::filesystem::exists(kDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device on this machine";
+  const Census reference = reference_census();
+  ASSERT_FALSE(reference.empty());
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 2; ++i) cluster.start_worker(1, {"--memory-budget", "64M"});
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto stream = CudaStream::create(0);
+  ASSERT_TRUE(stream.is_ok()) << stream.status().to_string();
+  ImageCollation collation{.output_dtype = DType::kFloat32,
+                           .layout = ImageLayout::kNHWC,
+                           .mean = {0.0f},
+                           .stddev = {1.0f},
+                           .random_flip = true,
+                           .seed = 11};
+  ReaderOptions options{.pipeline_spec = train_spec(2000),
+                        .memory = MemoryKind::kDevice,
+                        .stream = stream->ref(),
+                        .slots = 8,
+                        .credits_per_worker = 2};
+  options.collation.image = collation;
+  auto reader = client->open_reader(options);
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Census seen;
+  uint64_t flipped = 0;
+  std::vector<float> image;
+  std::vector<int32_t> labels;
+  std::vector<std::byte> pixels(784);
+  while (true) {
+    auto next = (*reader)->next(60s);
+    ASSERT_TRUE(next.is_ok()) << next.status().to_string() << cluster.logs();
+    if (!next->has_value()) break;
+    const Batch& batch = **next;
+    auto view = batch.tensor("image");
+    ASSERT_TRUE(view.is_ok()) << view.status().to_string();
+    ASSERT_EQ(view->memory(), MemoryKind::kDevice);
+    const auto n = static_cast<size_t>(view->dim(0));
+    image.resize(n * 784);
+    labels.resize(n);
+    ASSERT_TRUE(batch.copy_to_host("image", std::as_writable_bytes(std::span(image))).is_ok());
+    ASSERT_TRUE(batch.copy_to_host("label", std::as_writable_bytes(std::span(labels))).is_ok());
+    for (size_t i = 0; i < n; ++i) {
+      const bool flip = image_sample_flipped(collation, i);
+      flipped += flip ? 1 : 0;
+      for (size_t y = 0; y < 28; ++y) {
+        for (size_t x = 0; x < 28; ++x) {
+          const float v = image[i * 784 + y * 28 + (flip ? 27 - x : x)];
+          pixels[y * 28 + x] = static_cast<std::byte>(std::lround(v * 255.0f));
+        }
+      }
+      ++seen[{crc32c(pixels), labels[i]}];
+    }
+  }
+  EXPECT_EQ(seen, reference) << "records missing, repeated, altered or carrying another label";
+  EXPECT_GT(flipped, 20000u);  // about half of 60,000
+  EXPECT_LT(flipped, 40000u);
 }
 
 }  // namespace

@@ -32,26 +32,45 @@ cases = [
     (2, torch.bfloat16, [1.0, -2.0, 0.5]),
     (3, torch.uint8, [1, 0, 1]),  # bool travels as uint8 to pre-0.8 consumers
 ]
-failures = 0
-for which, dtype, expected in cases:
-    data = ctypes.c_void_p()
-    pointer = lib.stoker_test_export(which, ctypes.byref(data))
-    assert pointer, f"export of tensor {which} failed"
-    tensor = torch.utils.dlpack.from_dlpack(capsule_new(pointer, b"dltensor", None))
-    problems = []
-    if tensor.dtype != dtype:
-        problems.append(f"dtype {tensor.dtype}, expected {dtype}")
-    if tensor.tolist() != expected:
-        problems.append(f"values {tensor.tolist()}, expected {expected}")
+
+def check(label, make_tensor, data, expect):
+    """Takes a tensor from make_tensor(), runs expect(tensor) (a list of
+    problems), checks that torch shares the memory at `data` and that
+    dropping the tensor runs stoker's deleter once. Returns the problems."""
+    released = lib.stoker_test_released()
+    tensor = make_tensor()
+    problems = expect(tensor)
     if tensor.data_ptr() != data.value:
         problems.append("torch copied the data instead of sharing it")
-    released = lib.stoker_test_released()
     del tensor
     gc.collect()
     if lib.stoker_test_released() != released + 1:
         problems.append(f"deleter ran {lib.stoker_test_released() - released} times, expected 1")
     for p in problems:
-        print(f"tensor {which}: {p}")
+        print(f"{label}: {p}")
+    return problems
+
+
+def expect_legacy(dtype, expected):
+    def expect(tensor):
+        problems = []
+        if tensor.dtype != dtype:
+            problems.append(f"dtype {tensor.dtype}, expected {dtype}")
+        if tensor.tolist() != expected:
+            problems.append(f"values {tensor.tolist()}, expected {expected}")
+        return problems
+    return expect
+
+
+failures = 0
+for which, dtype, expected in cases:
+    data = ctypes.c_void_p()
+    pointer = lib.stoker_test_export(which, ctypes.byref(data))
+    assert pointer, f"export of tensor {which} failed"
+    problems = check(
+        f"tensor {which}",
+        lambda: torch.utils.dlpack.from_dlpack(capsule_new(pointer, b"dltensor", None)),
+        data, expect_legacy(dtype, expected))
     failures += len(problems)
     if not problems:
         print(f"tensor {which}: {dtype} {expected} shared with torch {torch.__version__}, "
@@ -81,21 +100,15 @@ if torch.cuda.is_available():
         print("device tensor: the library could not export one (a build without CUDA?)")
         failures += 1
     else:
-        released = lib.stoker_test_released()
-        tensor = torch.from_dlpack(VersionedExport(pointer))
-        problems = []
-        if tensor.device.type != "cuda":
-            problems.append(f"device {tensor.device}, expected cuda")
-        if tensor.tolist() != [[0.0, 0.5, 1.0], [1.5, 2.0, 2.5]]:
-            problems.append(f"values {tensor.tolist()}")
-        if tensor.data_ptr() != data.value:
-            problems.append("torch copied the data instead of sharing it")
-        del tensor
-        gc.collect()
-        if lib.stoker_test_released() != released + 1:
-            problems.append(f"deleter ran {lib.stoker_test_released() - released} times, expected 1")
-        for p in problems:
-            print(f"device tensor: {p}")
+        def expect_cuda(tensor):
+            problems = []
+            if tensor.device.type != "cuda":
+                problems.append(f"device {tensor.device}, expected cuda")
+            if tensor.tolist() != [[0.0, 0.5, 1.0], [1.5, 2.0, 2.5]]:
+                problems.append(f"values {tensor.tolist()}")
+            return problems
+        problems = check("device tensor", lambda: torch.from_dlpack(VersionedExport(pointer)),
+                         data, expect_cuda)
         failures += len(problems)
         if not problems:
             print(f"device tensor: versioned kDLCUDA export shared with torch {torch.__version__} "

@@ -50,6 +50,13 @@ std::vector<T> host_copy(const Batch& batch, std::string_view name) {
   return out;
 }
 
+// Collates the range pipeline's uint8 'payload' into float32 'features' in [0, 1].
+void collate_payload_to_float(ReaderOptions& options) {
+  options.collation.dense_features = {"payload"};
+  options.collation.dense.output_dtype = DType::kFloat32;
+  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+}
+
 // Checks a batch whose 'payload' was collated into float32 'features' in [0, 1].
 void expect_dense_features(const Batch& batch, uint64_t bytes) {
   const auto indices = host_copy<int64_t>(batch, "index");
@@ -69,9 +76,7 @@ void expect_dense_features(const Batch& batch, uint64_t bytes) {
 TEST_F(ReaderTest, DenseCollationConvertsPayloadsAndPassesOtherTensorsThrough) {
   constexpr uint64_t kBytes = 24;
   ReaderOptions options{.pipeline_spec = range_spec(500, 100, 10, kBytes)};
-  options.collation.dense_features = {"payload"};
-  options.collation.dense.output_dtype = DType::kFloat32;
-  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  collate_payload_to_float(options);
   auto reader = client_->open_reader(options);
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   uint64_t checked = 0;
@@ -174,9 +179,7 @@ TEST_F(ReaderTest, DeviceOutputIsCollatedOnTheTrainersStream) {
                         .memory = MemoryKind::kDevice,
                         .device = 0,
                         .stream = stream->ref()};
-  options.collation.dense_features = {"payload"};
-  options.collation.dense.output_dtype = DType::kFloat32;
-  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  collate_payload_to_float(options);
   auto reader = client_->open_reader(options);
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   uint64_t batches = 0;
@@ -206,9 +209,7 @@ TEST_F(ReaderTest, PinnedOutputIsHostReadableAndExportedAsCudaHost) {
   constexpr uint64_t kBytes = 16;
   ReaderOptions options{.pipeline_spec = range_spec(200, 100, 10, kBytes),
                         .memory = MemoryKind::kPinned};
-  options.collation.dense_features = {"payload"};
-  options.collation.dense.output_dtype = DType::kFloat32;
-  options.collation.dense.uint8_scale = 1.0f / 255.0f;
+  collate_payload_to_float(options);
   auto reader = client_->open_reader(options);
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   Batch batch = next_batch(**reader);

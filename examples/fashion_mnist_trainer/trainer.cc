@@ -19,8 +19,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #ifdef TRAINER_GPU_MODEL
@@ -262,6 +265,99 @@ stoker::ReaderOptions reader_options(const Options& o, std::string spec, int epo
   return r;
 }
 
+// What the epoch loops need of a model: a step per training batch, a
+// forward pass per test batch, and the totals since the last ask.
+struct Totals {
+  double loss = 0;       // summed over training images
+  uint64_t correct = 0;  // test images classified right
+  uint64_t seen = 0;     // images
+};
+
+class Learner {
+ public:
+  virtual ~Learner() = default;
+  virtual stoker::Status train(const stoker::Batch& batch, float learning_rate) = 0;
+  virtual stoker::Status evaluate(const stoker::Batch& batch) = 0;
+  virtual stoker::Result<Totals> take_totals() = 0;
+  // The stream the readers should make batches ready on.
+  virtual stoker::StreamRef stream() const { return {}; }
+  virtual const char* where() const = 0;
+};
+
+// The model on the CPU; batches are copied to the host first when they were
+// delivered to the GPU.
+class CpuLearner final : public Learner {
+ public:
+  explicit CpuLearner(int hidden) : model_(hidden, 7) {}
+  stoker::Status train(const stoker::Batch& batch, float learning_rate) override {
+    auto host = to_host(batch);
+    if (!host.is_ok()) return host.status();
+    const int n = static_cast<int>(host->labels.size());
+    totals_.loss += model_.step(host->images.data(), host->labels.data(), n, learning_rate) * n;
+    totals_.seen += static_cast<uint64_t>(n);
+    return stoker::Status::ok();
+  }
+  stoker::Status evaluate(const stoker::Batch& batch) override {
+    auto host = to_host(batch);
+    if (!host.is_ok()) return host.status();
+    for (size_t i = 0; i < host->labels.size(); ++i) {
+      totals_.correct += model_.predict(host->images.data() + i * kPixels) == host->labels[i];
+      ++totals_.seen;
+    }
+    return stoker::Status::ok();
+  }
+  stoker::Result<Totals> take_totals() override { return std::exchange(totals_, Totals{}); }
+  const char* where() const override { return "cpu"; }
+
+ private:
+  Model model_;
+  Totals totals_;
+};
+
+#ifdef TRAINER_GPU_MODEL
+// Softmax regression on the GPU, on the readers' stream: batches are used
+// where they were collated, and the host waits only in take_totals().
+class GpuLearner final : public Learner {
+ public:
+  explicit GpuLearner(std::unique_ptr<GpuSoftmaxRegression> model) : model_(std::move(model)) {}
+  stoker::Status train(const stoker::Batch& batch, float learning_rate) override {
+    auto b = on_device(batch);
+    if (!b.is_ok()) return b.status();
+    // Enqueued behind the collation on the same stream; releasing the batch
+    // afterwards is ordered after these kernels too.
+    return model_->train_step(b->images, b->labels, b->size, learning_rate);
+  }
+  stoker::Status evaluate(const stoker::Batch& batch) override {
+    auto b = on_device(batch);
+    if (!b.is_ok()) return b.status();
+    return model_->evaluate(b->images, b->labels, b->size);
+  }
+  stoker::Result<Totals> take_totals() override {
+    auto totals = model_->take_totals();
+    if (!totals.is_ok()) return totals.status();
+    return Totals{totals->loss, totals->correct, totals->seen};
+  }
+  stoker::StreamRef stream() const override { return stoker::StreamRef(model_->stream()); }
+  const char* where() const override { return "gpu"; }
+
+ private:
+  std::unique_ptr<GpuSoftmaxRegression> model_;
+};
+#endif
+
+// The GPU model when asked for (--device), available in this build and able
+// to take the model (softmax regression); the CPU model otherwise.
+stoker::Result<std::unique_ptr<Learner>> make_learner(const Options& o) {
+#ifdef TRAINER_GPU_MODEL
+  if (o.device && o.hidden == 0) {
+    auto model = GpuSoftmaxRegression::create(0, o.batch);
+    if (!model.is_ok()) return model.status();
+    return std::unique_ptr<Learner>(std::make_unique<GpuLearner>(std::move(*model)));
+  }
+#endif
+  return std::unique_ptr<Learner>(std::make_unique<CpuLearner>(o.hidden));
+}
+
 int fail(const stoker::Status& st) {
   std::fprintf(stderr, "trainer: %s\n", st.to_string().c_str());
   return 1;
@@ -271,118 +367,66 @@ int fail(const stoker::Status& st) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  stoker::StreamRef stream;  // the legacy default stream unless the GPU model brings one
-#ifdef TRAINER_GPU_MODEL
-  std::unique_ptr<GpuSoftmaxRegression> gpu;
-  if (o.device && o.hidden == 0) {
-    auto created = GpuSoftmaxRegression::create(0, o.batch);
-    if (!created.is_ok()) return fail(created.status());
-    gpu = std::move(*created);
-    stream = stoker::StreamRef(gpu->stream());
-  }
-  const bool on_gpu = gpu != nullptr;
-#else
-  const bool on_gpu = false;
-#endif
+  auto learner = make_learner(o);
+  if (!learner.is_ok()) return fail(learner.status());
+  Learner& model = **learner;
   if (o.device) {
     std::printf("batches collated on the GPU; the model trains on the %s\n",
-                on_gpu ? "GPU" : "CPU (--hidden, or an example built without CUDA)");
+                std::string_view(model.where()) == "gpu"
+                    ? "GPU"
+                    : "CPU (--hidden, or an example built without CUDA)");
   }
   auto client = stoker::Client::connect({.coordinator = o.coordinator,
                                          .secret_file = o.secret_file,
                                          .name = "fashion-mnist-trainer"});
   if (!client.is_ok()) return fail(client.status());
   auto train =
-      (*client)->open_reader(reader_options(o, idx_spec(o, "train", 42), o.epochs, stream));
+      (*client)->open_reader(reader_options(o, idx_spec(o, "train", 42), o.epochs, model.stream()));
   if (!train.is_ok()) return fail(train.status());
-  Model model(o.hidden, 7);
   double accuracy = 0;
   uint64_t images_seen = 0;
   double train_seconds = 0;
   for (int epoch = 0; epoch < o.epochs; ++epoch) {
     const auto started = std::chrono::steady_clock::now();
-    double loss = 0;  // summed over images
-    uint64_t batches = 0, images = 0;
+    uint64_t batches = 0;
     while (true) {
       auto next = (*train)->next(std::chrono::seconds(60));
       if (!next.is_ok()) return fail(next.status());
       if (!next->has_value()) break;  // end of the epoch
+      if (auto st = model.train(**next, o.learning_rate); !st.is_ok()) return fail(st);
       ++batches;
-#ifdef TRAINER_GPU_MODEL
-      if (on_gpu) {
-        auto batch = on_device(**next);
-        if (!batch.is_ok()) return fail(batch.status());
-        // Enqueued behind the collation on the same stream; releasing the
-        // batch (next loop turn) is ordered after these kernels too.
-        if (auto st = gpu->train_step(batch->images, batch->labels, batch->size, o.learning_rate);
-            !st.is_ok()) {
-          return fail(st);
-        }
-        continue;
-      }
-#endif
-      auto host = to_host(**next);
-      if (!host.is_ok()) return fail(host.status());
-      const int n = static_cast<int>(host->labels.size());
-      loss += model.step(host->images.data(), host->labels.data(), n, o.learning_rate) * n;
-      images += static_cast<uint64_t>(n);
     }
-#ifdef TRAINER_GPU_MODEL
-    if (on_gpu) {
-      auto totals = gpu->take_totals();  // waits for the epoch's last step
-      if (!totals.is_ok()) return fail(totals.status());
-      loss = totals->loss;
-      images = totals->seen;
-    }
-#endif
-    images_seen += images;
+    const auto trained = model.take_totals();  // waits for the epoch's last step
+    if (!trained.is_ok()) return fail(trained.status());
+    images_seen += trained->seen;
     train_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
 
     // Evaluate on the test set, read through stoker too.
-    auto test = (*client)->open_reader(reader_options(o, idx_spec(o, "t10k", 0), 1, stream));
+    auto test =
+        (*client)->open_reader(reader_options(o, idx_spec(o, "t10k", 0), 1, model.stream()));
     if (!test.is_ok()) return fail(test.status());
-    uint64_t right = 0, total = 0;
     while (true) {
       auto next = (*test)->next(std::chrono::seconds(60));
       if (!next.is_ok()) return fail(next.status());
       if (!next->has_value()) break;
-#ifdef TRAINER_GPU_MODEL
-      if (on_gpu) {
-        auto batch = on_device(**next);
-        if (!batch.is_ok()) return fail(batch.status());
-        if (auto st = gpu->evaluate(batch->images, batch->labels, batch->size); !st.is_ok()) {
-          return fail(st);
-        }
-        continue;
-      }
-#endif
-      auto host = to_host(**next);
-      if (!host.is_ok()) return fail(host.status());
-      for (size_t i = 0; i < host->labels.size(); ++i) {
-        right += model.predict(host->images.data() + i * kPixels) == host->labels[i] ? 1 : 0;
-        ++total;
-      }
+      if (auto st = model.evaluate(**next); !st.is_ok()) return fail(st);
     }
-#ifdef TRAINER_GPU_MODEL
-    if (on_gpu) {
-      auto totals = gpu->take_totals();
-      if (!totals.is_ok()) return fail(totals.status());
-      right = totals->correct;
-      total = totals->seen;
-    }
-#endif
-    accuracy = total == 0 ? 0 : static_cast<double>(right) / static_cast<double>(total);
+    const auto tested = model.take_totals();
+    if (!tested.is_ok()) return fail(tested.status());
+    accuracy = tested->seen == 0
+                   ? 0
+                   : static_cast<double>(tested->correct) / static_cast<double>(tested->seen);
     std::printf("epoch %d: %llu batches, mean loss %.4f, test accuracy %.4f (%llu images)\n",
                 epoch + 1, static_cast<unsigned long long>(batches),
-                images ? loss / static_cast<double>(images) : 0.0, accuracy,
-                static_cast<unsigned long long>(total));
+                trained->seen ? trained->loss / static_cast<double>(trained->seen) : 0.0, accuracy,
+                static_cast<unsigned long long>(tested->seen));
     std::fflush(stdout);
   }
   std::printf(
       "RESULT example=fashion_mnist epochs=%d test_accuracy=%.4f train_images_per_s=%.0f "
       "model_on=%s\n",
       o.epochs, accuracy, static_cast<double>(images_seen) / std::max(train_seconds, 1e-9),
-      on_gpu ? "gpu" : "cpu");
+      model.where());
   return accuracy >= 0.8 ? 0 : 3;
 }

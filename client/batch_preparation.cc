@@ -23,16 +23,6 @@ std::string names_of(const std::vector<std::pair<std::string, TensorView>>& tens
   return out;
 }
 
-// Rows [first, first + count) of a contiguous tensor, as a view.
-Result<TensorView> rows_of(const TensorView& t, int64_t first, int64_t count) {
-  std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-  const size_t row_bytes = t.byte_size() / static_cast<size_t>(shape[0]);
-  shape[0] = count;
-  return TensorView::contiguous(
-      static_cast<std::byte*>(t.data()) + row_bytes * static_cast<size_t>(first), t.dtype(), shape,
-      t.memory(), t.device());
-}
-
 }  // namespace
 
 BatchPreparer::BatchPreparer(const ReaderOptions& options, MemoryKind output)
@@ -115,6 +105,8 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
     } else {
       STOKER_ASSIGN_OR_RETURN(copied, CudaEvent::create(device_));
     }
+    // The slot returns once `copied`, recorded after the last piece, fires.
+    copies_.push_back({std::move(landed), std::move(copied)});
     sliced.pieces = plan_copy(state->descriptor, bytes);
     size_t begin = 0;
     for (size_t k = 0; k < sliced.pieces.size(); ++k) {
@@ -122,15 +114,13 @@ Result<std::shared_ptr<BatchState>> BatchPreparer::prepare(LandedBatch landed) {
       STOKER_RETURN_IF_ERROR(
           copy_async(state->staging.data() + begin, base + begin, end - begin, copy_stream_.ref()));
       begin = end;
-      CudaEvent& done = k + 1 < sliced.pieces.size() ? slice_events_[k] : copied;
+      CudaEvent& done = k + 1 < sliced.pieces.size() ? slice_events_[k] : copies_.back().copied;
       STOKER_RETURN_IF_ERROR(done.record(copy_stream_.ref()));
       sliced.events.push_back(&done);
     }
     // Sliced: the image collation waits piece by piece (its last wait is for
     // the whole copy, before anything else reads the batch).
-    if (sliced.pieces.size() == 1) STOKER_RETURN_IF_ERROR(copied.enqueue_wait(stream_));
-    copies_.push_back({std::move(landed), std::move(copied)});
-    sliced.events.back() = &copies_.back().copied;
+    if (sliced.pieces.size() == 1) STOKER_RETURN_IF_ERROR(sliced.events[0]->enqueue_wait(stream_));
     base = state->staging.data();
     memory = MemoryKind::kDevice;
     device = device_;
@@ -191,8 +181,8 @@ Status BatchPreparer::collate_image_slices(const TensorView& image, const Tensor
     STOKER_RETURN_IF_ERROR(sliced.events[k]->enqueue_wait(stream_));
     const int64_t end = sliced.pieces[k].images_end;
     if (end == first) continue;
-    STOKER_ASSIGN_OR_RETURN(auto in_rows, rows_of(image, first, end - first));
-    STOKER_ASSIGN_OR_RETURN(auto out_rows, rows_of(out, first, end - first));
+    STOKER_ASSIGN_OR_RETURN(auto in_rows, image.rows(first, end - first));
+    STOKER_ASSIGN_OR_RETURN(auto out_rows, out.rows(first, end - first));
     ImageCollation options = *collation_.image;
     options.first_sample += static_cast<uint64_t>(first);  // flips as for the whole batch
     STOKER_RETURN_IF_ERROR(collate_image(in_rows, out_rows, options, stream_));
@@ -251,11 +241,6 @@ Status BatchPreparer::collate(BatchState& state,
   for (auto& o : outputs) {
     o.offset = total;
     total += align_up(o.spec.byte_size());
-  }
-  if (sliced != nullptr && !image) {
-    // Nothing consumes the slices: wait for the whole copy at once.
-    STOKER_RETURN_IF_ERROR(sliced->events.back()->enqueue_wait(stream_));
-    sliced = nullptr;
   }
   STOKER_ASSIGN_OR_RETURN(state.output, outputs_->acquire(total, stream_));
   const int device = state.device;

@@ -133,6 +133,23 @@ bool TensorView::is_contiguous() const {
   return true;
 }
 
+Result<TensorView> TensorView::rows(int64_t first, int64_t count) const {
+  if (ndim_ == 0 || !is_contiguous()) {
+    return invalid_argument(
+        fmt::format("rows of {}: the view must be contiguous, of at least "
+                    "one dimension",
+                    to_string()));
+  }
+  if (first < 0 || count < 0 || first > shape_[0] - count) {
+    return out_of_range(fmt::format("rows [{}, {}) of {}", first, first + count, to_string()));
+  }
+  std::array<int64_t, kMaxTensorDims> shape = shape_;
+  shape[0] = count;
+  const size_t row_bytes = shape_[0] == 0 ? 0 : byte_size() / static_cast<size_t>(shape_[0]);
+  return contiguous(static_cast<std::byte*>(data_) + row_bytes * static_cast<size_t>(first), dtype_,
+                    {shape.data(), static_cast<size_t>(ndim_)}, memory_, device_);
+}
+
 TensorSpec TensorView::spec() const {
   return TensorSpec{.dtype = dtype_, .shape = {shape().begin(), shape().end()}};
 }

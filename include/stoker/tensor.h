@@ -76,6 +76,9 @@ class TensorView {
   bool is_contiguous() const;
   bool empty() const { return data_ == nullptr; }
   TensorSpec spec() const;
+  // Rows [first, first + count) of the first dimension of a contiguous view:
+  // a view of the same memory (e.g. a slice of a batch's samples).
+  Result<TensorView> rows(int64_t first, int64_t count) const;
 
   // "uint8[4, 32, 32, 3] in device memory of GPU 0", for error messages.
   std::string to_string() const;

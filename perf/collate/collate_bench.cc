@@ -312,14 +312,6 @@ Status bench_landed_to_ready(Bench& bench, int64_t slices) {
   stoker::ImageCollation options{.output_dtype = DType::kBFloat16, .random_flip = true};
   STOKER_ASSIGN_OR_RETURN(auto spec, stoker::image_output_spec(in, options));
   STOKER_ASSIGN_OR_RETURN(auto out, bench.tensor(spec));
-  const size_t out_image_bytes = out.byte_size() / static_cast<size_t>(o.images);
-  const auto rows = [&](const TensorView& t, size_t row_bytes, int64_t first, int64_t count) {
-    std::vector<int64_t> shape(t.shape().begin(), t.shape().end());
-    shape[0] = count;
-    return TensorView::contiguous(
-        static_cast<std::byte*>(t.data()) + row_bytes * static_cast<size_t>(first), t.dtype(),
-        shape, t.memory(), t.device());
-  };
   STOKER_ASSIGN_OR_RETURN(auto start, bench.marker());
   std::vector<Marker> arrived;  // one per slice; the last is "landed"
   for (int64_t k = 0; k < slices; ++k) {
@@ -348,8 +340,8 @@ Status bench_landed_to_ready(Bench& bench, int64_t slices) {
       }
       STOKER_RETURN_IF_ERROR(arrived[static_cast<size_t>(k)].record(bench.copy_stream()));
       STOKER_RETURN_IF_ERROR(arrived[static_cast<size_t>(k)].enqueue_wait(bench.stream()));
-      STOKER_ASSIGN_OR_RETURN(auto in_rows, rows(in, image_bytes, first, end - first));
-      STOKER_ASSIGN_OR_RETURN(auto out_rows, rows(out, out_image_bytes, first, end - first));
+      STOKER_ASSIGN_OR_RETURN(auto in_rows, in.rows(first, end - first));
+      STOKER_ASSIGN_OR_RETURN(auto out_rows, out.rows(first, end - first));
       stoker::ImageCollation slice_options = options;
       slice_options.first_sample = static_cast<uint64_t>(first);
       STOKER_RETURN_IF_ERROR(

@@ -45,6 +45,26 @@ TEST(TensorView, StridedViewsAreNotContiguousUnlessTheyAre) {
   EXPECT_TRUE(u->is_contiguous());
 }
 
+TEST(TensorView, RowsAreViewsOfTheSameMemory) {
+  std::vector<float> data(5 * 3);
+  const int64_t shape[] = {5, 3};
+  auto t = TensorView::contiguous(data.data(), DType::kFloat32, shape);
+  ASSERT_TRUE(t.is_ok());
+  auto middle = t->rows(1, 3);
+  ASSERT_TRUE(middle.is_ok()) << middle.status().to_string();
+  EXPECT_EQ(middle->data(), data.data() + 3);
+  EXPECT_EQ(middle->spec(), (TensorSpec{DType::kFloat32, {3, 3}}));
+  auto none = t->rows(5, 0);
+  ASSERT_TRUE(none.is_ok());
+  EXPECT_EQ(none->element_count(), 0);
+  EXPECT_EQ(t->rows(3, 3).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(t->rows(-1, 1).status().code(), StatusCode::kOutOfRange);
+  const int64_t transposed[] = {1, 5};
+  auto strided = TensorView::strided(data.data(), DType::kFloat32, shape, transposed);
+  ASSERT_TRUE(strided.is_ok());
+  EXPECT_EQ(strided->rows(0, 1).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(TensorView, BadShapesAreRefused) {
   std::vector<uint8_t> data(16);
   const int64_t negative[] = {2, -1};

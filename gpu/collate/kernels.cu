@@ -304,17 +304,39 @@ struct DenseKernel {
   float uint8_scale;
   bool vectorized;
 
+  // One stored value of a feature, as float: the storage type says the
+  // format, except for 16 bits (float16 or bfloat16).
+  STOKER_HD_INLINE float to_float(DenseFormat, float x) const { return x; }
+  STOKER_HD_INLINE float to_float(DenseFormat format, uint16_t x) const {
+    return format == DenseFormat::kFloat16 ? float16_bits_to_float(x) : bfloat16_bits_to_float(x);
+  }
+  STOKER_HD_INLINE float to_float(DenseFormat, uint8_t x) const {
+    return mul_rn(static_cast<float>(x), uint8_scale);
+  }
+
+  template <typename T>
+  STOKER_HD_INLINE float load_as(const DenseFeature& f, uint64_t i) const {
+    return to_float(f.format, static_cast<const T*>(f.data)[i]);
+  }
+
+  template <typename T>
+  STOKER_HD_INLINE void load_group_as(const DenseFeature& f, uint64_t i, Out (&v)[4]) const {
+    T x[4];
+    load4(static_cast<const T*>(f.data) + i, x);
+    STOKER_UNROLL
+    for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(to_float(f.format, x[j]));
+  }
+
   STOKER_HD_INLINE float load(const DenseFeature& f, uint64_t row, uint64_t column) const {
     const uint64_t i = row * static_cast<uint64_t>(f.width) + column;
     switch (f.format) {
       case DenseFormat::kFloat32:
-        return static_cast<const float*>(f.data)[i];
+        return load_as<float>(f, i);
       case DenseFormat::kFloat16:
-        return float16_bits_to_float(static_cast<const uint16_t*>(f.data)[i]);
       case DenseFormat::kBFloat16:
-        return bfloat16_bits_to_float(static_cast<const uint16_t*>(f.data)[i]);
+        return load_as<uint16_t>(f, i);
       case DenseFormat::kUInt8:
-        return mul_rn(static_cast<float>(static_cast<const uint8_t*>(f.data)[i]), uint8_scale);
+        return load_as<uint8_t>(f, i);
     }
     return 0.0f;
   }
@@ -324,36 +346,13 @@ struct DenseKernel {
                                    Out (&v)[4]) const {
     const uint64_t i = row * static_cast<uint64_t>(f.width) + column;
     switch (f.format) {
-      case DenseFormat::kFloat32: {
-        float x[4];
-        load4(static_cast<const float*>(f.data) + i, x);
-        STOKER_UNROLL
-        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(x[j]);
-        return;
-      }
-      case DenseFormat::kFloat16: {
-        uint16_t x[4];
-        load4(static_cast<const uint16_t*>(f.data) + i, x);
-        STOKER_UNROLL
-        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(float16_bits_to_float(x[j]));
-        return;
-      }
-      case DenseFormat::kBFloat16: {
-        uint16_t x[4];
-        load4(static_cast<const uint16_t*>(f.data) + i, x);
-        STOKER_UNROLL
-        for (uint32_t j = 0; j < 4; ++j) v[j] = FloatOut<F>::from(bfloat16_bits_to_float(x[j]));
-        return;
-      }
-      case DenseFormat::kUInt8: {
-        uint8_t x[4];
-        load4(static_cast<const uint8_t*>(f.data) + i, x);
-        STOKER_UNROLL
-        for (uint32_t j = 0; j < 4; ++j) {
-          v[j] = FloatOut<F>::from(mul_rn(static_cast<float>(x[j]), uint8_scale));
-        }
-        return;
-      }
+      case DenseFormat::kFloat32:
+        return load_group_as<float>(f, i, v);
+      case DenseFormat::kFloat16:
+      case DenseFormat::kBFloat16:
+        return load_group_as<uint16_t>(f, i, v);
+      case DenseFormat::kUInt8:
+        return load_group_as<uint8_t>(f, i, v);
     }
   }
 

@@ -52,6 +52,19 @@ Census reference_census() {
   return census;
 }
 
+// The training set, shuffled, in splits of `split_size` records.
+std::string train_spec(uint32_t split_size, uint32_t batch) {
+  return R"({"seed": 5, "source": {"type": "idx",
+      "images": ")" +
+         kDir + R"(/train-images-idx3-ubyte.gz",
+      "labels": ")" +
+         kDir + R"(/train-labels-idx1-ubyte.gz",
+      "split_size": )" +
+         std::to_string(split_size) + R"(, "num_classes": 10},
+    "ops": [{"op": "shuffle", "buffer_size": 500}], "batch": {"size": )" +
+         std::to_string(batch) + "}}";
+}
+
 TEST(FashionMnist, EveryTrainingRecordArrivesExactlyOncePerEpochWithItsLabel) {
   if (!std::filesystem::exists(kDir)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   const Census reference = reference_census();
@@ -61,13 +74,7 @@ TEST(FashionMnist, EveryTrainingRecordArrivesExactlyOncePerEpochWithItsLabel) {
   for (int i = 0; i < 3; ++i) cluster.start_worker(1);
   auto client = cluster.client();
   ASSERT_NE(client, nullptr);
-  const std::string spec = R"({"seed": 5, "source": {"type": "idx",
-      "images": ")" + kDir +
-                           R"(/train-images-idx3-ubyte.gz",
-      "labels": ")" + kDir +
-                           R"(/train-labels-idx1-ubyte.gz",
-      "split_size": 1000, "num_classes": 10},
-    "ops": [{"op": "shuffle", "buffer_size": 500}], "batch": {"size": 128}})";
+  const std::string spec = train_spec(1000, 128);
   constexpr uint32_t kEpochs = 2;
   ReaderOptions options{.job_name = "fashion", .pipeline_spec = spec, .epochs = kEpochs};
   auto a = client->open_reader(options);
@@ -114,17 +121,6 @@ TEST(FashionMnist, EveryTrainingRecordArrivesExactlyOncePerEpochWithItsLabel) {
   EXPECT_GT((*b)->stats().batches, 0u);
 }
 
-std::string train_spec(uint32_t batch) {
-  return R"({"seed": 5, "source": {"type": "idx",
-      "images": ")" +
-         kDir + R"(/train-images-idx3-ubyte.gz",
-      "labels": ")" +
-         kDir + R"(/train-labels-idx1-ubyte.gz",
-      "split_size": 6000, "num_classes": 10},
-    "ops": [{"op": "shuffle", "buffer_size": 500}], "batch": {"size": )" +
-         std::to_string(batch) + "}}";
-}
-
 // Batches of 2,000 images (1.5 MiB) land in pinned memory, are copied to the
 // GPU in slices and collated behind each slice with random flips; the host
 // undoes the flips and the scaling, and the census must match exactly.
@@ -146,7 +142,7 @@ TEST(FashionMnist, DeviceOutputCollatedInSlicesKeepsEveryRecordIntact) {
                            .stddev = {1.0f},
                            .random_flip = true,
                            .seed = 11};
-  ReaderOptions options{.pipeline_spec = train_spec(2000),
+  ReaderOptions options{.pipeline_spec = train_spec(6000, 2000),
                         .memory = MemoryKind::kDevice,
                         .stream = stream->ref(),
                         .slots = 8,

@@ -13,6 +13,7 @@
 #   perf     perf/compare_ucx.sh on this machine's cores
 #   perf_sm_am     the same over shared memory with active messages (not by default)
 #   perf_window16  the same with a window of 16 batches per sender (not by default)
+#   threads        perf/receiver_threads.sh: busiest receiver and sender threads (not by default)
 # Each step writes OUT_DIR/<step>.log; OUT_DIR/summary.txt gets one line per
 # step and every RESULT line. Exits non-zero if a step failed.
 set -uo pipefail
@@ -104,10 +105,14 @@ step_perf_sm_am() {
     --iterations 3000
 }
 
-# A window of 16 per sender: 4 senders' slots then fit in the caches.
+# A window of 16 batches per sender instead of 64.
 step_perf_window16() {
   perf/compare_ucx.sh --stoker-perf "$bundle/bin/stoker-perf" --credits 16 --reps 3 \
     --iterations 3000
+}
+
+step_threads() {
+  perf/receiver_threads.sh --stoker-perf "$bundle/bin/stoker-perf" --senders "1 4"
 }
 
 for s in $steps; do

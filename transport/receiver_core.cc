@@ -172,6 +172,11 @@ void ReceiverCore::run() {
     senders_.clear();
     reap_retired();
   }
+  // A sender may be half-way through connecting its data endpoint, which UCX
+  // accepted on its own: let that handshake finish (Worker::flush).
+  if (Status st = worker_->flush(ucx::Endpoint::kCloseTimeout); !st.is_ok()) {
+    spdlog::warn("receiver: {}", st.to_string());
+  }
 }
 
 void ReceiverCore::accept(ucp_conn_request_h request) {
@@ -572,6 +577,13 @@ void ReceiverCore::free_slot(uint32_t slot) {
 }
 
 void ReceiverCore::reject(Sender* sender, RejectReason reason, const Status& why) {
+  if (stopping_.load(std::memory_order_relaxed) && senders_.empty()) {
+    // Shutting down, every sender closed: what still arrives was in flight
+    // from them, not bad input. Their sends fail (rendezvous) or are dropped
+    // with the rest of what this receiver held.
+    spdlog::debug("receiver: stopping; dropped a late message: {}", why.message());
+    return;
+  }
   const uint64_t n = rejected_[static_cast<size_t>(reason)].fetch_add(1, std::memory_order_relaxed);
   // Log the first few of each kind, then every 1000th: a flood of bad input
   // must not become a flood of log lines.

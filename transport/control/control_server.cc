@@ -187,13 +187,17 @@ void ControlServer::Impl::run() {
   // Stop accepting first: closing endpoints progresses the worker, and a
   // peer reconnecting meanwhile would otherwise be accepted after the loop.
   // Then close every connection on this thread (UCX objects are
-  // single-threaded), including any accepted while closing the others.
+  // single-threaded), including any accepted while closing the others, and
+  // let handshakes in flight finish (Worker::flush).
   listener_.reset();
   while (!connections_.empty()) {
     for (auto& [id, c] : connections_) closing_.push_back(std::move(c));
     connections_.clear();
     by_endpoint_.clear();
     closing_.clear();
+  }
+  if (Status st = worker_->flush(ucx::Endpoint::kCloseTimeout); !st.is_ok()) {
+    spdlog::warn("control server: {}", st.to_string());
   }
 }
 

@@ -95,4 +95,9 @@ Status Worker::wait_for(ucs_status_ptr_t request, std::chrono::milliseconds time
   return from_ucs(status, what);
 }
 
+Status Worker::flush(std::chrono::milliseconds timeout) {
+  ucp_request_param_t param{};
+  return wait_for(ucp_worker_flush_nbx(worker_.get(), &param), timeout, "flushing the worker");
+}
+
 }  // namespace stoker::ucx

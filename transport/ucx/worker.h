@@ -49,6 +49,15 @@ class Worker {
   Status wait_for(ucs_status_ptr_t request, std::chrono::milliseconds timeout,
                   std::string_view what);
 
+  // Progresses until every operation and connection-handshake message queued
+  // on this worker's endpoints has gone out, or `timeout` passes. Owners that
+  // accept connections call it after closing their endpoints and before
+  // destroying the worker: UCX 1.13 aborts (an assertion in
+  // ucp_request_send_state_ff) when it destroys an endpoint whose handshake
+  // reply still waits for its TCP connection, as happens when a receiver
+  // stops while a sender is connecting to it.
+  Status flush(std::chrono::milliseconds timeout);
+
  private:
   struct Deleter {
     void operator()(ucp_worker_h w) const { ucp_worker_destroy(w); }

@@ -258,6 +258,7 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
                                                 .slot_bytes = slot_bytes,
                                                 .slot_count = options_.slots,
                                                 .credits_per_sender = options_.credits_per_worker,
+                                                .progress_threads = options_.receiver_threads,
                                                 .access_token = access_token_,
                                                 .landing_memory = landing,
                                                 .on_peer_event =

@@ -13,10 +13,12 @@
 # keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
 # sender sends every batch from one buffer (--reuse-buffer); --ring sends from
 # a ring of --credits buffers instead, as a real producer would (colder caches).
+# --receiver-threads N gives the fan-in server N progress threads (the line
+# then says receiver_threads=N); single-sender points always use one.
 #
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
-#                       [--fanin-size BYTES] [--mode am|put|auto]
+#                       [--fanin-size BYTES] [--mode am|put|auto] [--receiver-threads N]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -28,6 +30,7 @@ credits=64
 source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
+receiver_threads=1
 mode=auto  # stoker's push mode: active messages over TCP, put over shared memory
 port=$((20000 + RANDOM % 20000))
 
@@ -43,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     --fanin) fanin=$2; shift 2 ;;
     --fanin-size) fanin_size=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
+    --receiver-threads) receiver_threads=$2; shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -72,13 +76,15 @@ run_ucx() {  # tls size
 }
 
 # stoker-perf: one server, `senders` client processes; the server's MBps.
+threads_for() { [[ $1 -gt 1 ]] && echo "$receiver_threads" || echo 1; }  # senders
+
 run_stoker() {  # tls size senders
   local tls size=$2 senders=$3 portfile="$work/port"
   tls=$(stoker_tls "$1")
   rm -f "$portfile"
   UCX_TLS=$tls "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" \
     --senders "$senders" --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
-    >"$work/stoker_server.log" 2>&1 &
+    --receiver-threads "$(threads_for "$senders")" >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
   local clients=()
@@ -105,6 +111,7 @@ point() {  # tls size senders
   s=$(printf '%s\n' "${stoker[@]}" | median)
   local extra=""
   [[ $3 -gt 1 ]] && extra="senders=$3 "
+  [[ $(threads_for "$3") -gt 1 ]] && extra="${extra}receiver_threads=$(threads_for "$3") "
   awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v extra="$extra" \
     'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, s / u}'
 }

@@ -4,20 +4,26 @@
 # the first sender is sampled from /proc/PID/task/*/stat over the middle
 # SECONDS of the run (utime + stime, in % of one core). Prints
 #
-#   RESULT tls=<tls> senders=<n> MBps=<receiver's> receiver_busiest_pct=<x> sender_busiest_pct=<y>
+#   RESULT tls=<tls> senders=<n> receiver_threads=<t> MBps=<receiver's> receiver_busiest_pct=<x> sender_busiest_pct=<y>
+#
+# With --receiver-threads T the receiver has T progress threads (at most one
+# per sender is used).
 #
 #   perf/receiver_threads.sh [--stoker-perf PATH] [--tls "tcp sm,tcp"] [--senders "1 4"] [--seconds S]
+#                            [--receiver-threads T]
 set -euo pipefail
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
 tls_list="tcp sm,tcp"
 senders_list="4"
 seconds=2
+receiver_threads=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --stoker-perf) stoker_perf=$2; shift 2 ;;
     --tls) tls_list=$2; shift 2 ;;
     --senders) senders_list=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --receiver-threads) receiver_threads=$2; shift 2 ;;
     *) echo "receiver_threads.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,8 +46,10 @@ for tls in $tls_list; do
   for n in $senders_list; do
     export UCX_TLS=$tls
     rm -f "$work/port"
+    threads=$((receiver_threads < n ? receiver_threads : n))
     "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$work/port" --senders "$n" \
-      --slot-bytes 1M --slots $((64 * n)) --credits 64 >"$work/server.log" 2>&1 &
+      --slot-bytes 1M --slots $((64 * n)) --credits 64 --receiver-threads "$threads" \
+      >"$work/server.log" 2>&1 &
     server=$!
     for _ in $(seq 100); do [[ -s $work/port ]] && break; sleep 0.05; done
     clients=()
@@ -61,6 +69,6 @@ for tls in $tls_list; do
     for c in "${clients[@]}"; do wait "$c"; done
     wait "$server"
     mbps=$(grep '^RESULT role=server' "$work/server.log" | sed -E 's/.* MBps=([0-9.]+).*/\1/')
-    echo "RESULT tls=$tls senders=$n MBps=$mbps receiver_busiest_pct=$(busiest_pct "$work/s0" "$work/s1") sender_busiest_pct=$(busiest_pct "$work/c0" "$work/c1")"
+    echo "RESULT tls=$tls senders=$n receiver_threads=$threads MBps=$mbps receiver_busiest_pct=$(busiest_pct "$work/s0" "$work/s1") sender_busiest_pct=$(busiest_pct "$work/c0" "$work/c1")"
   done
 done

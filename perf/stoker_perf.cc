@@ -84,6 +84,7 @@ struct ServerArgs {
   std::string slot_bytes = "4M";
   uint32_t slots = 64;
   uint32_t credits = 16;
+  uint32_t receiver_threads = 1;
   std::string memory = "host";
   bool verify = false;
   std::string port_file;
@@ -127,6 +128,7 @@ int run_server(const ServerArgs& args) {
   options.slot_bytes = *slot_bytes;
   options.slot_count = args.slots;
   options.credits_per_sender = args.credits;
+  options.progress_threads = args.receiver_threads;
   options.landing_memory = *memory;
   options.on_peer_event = [&](const stoker::PeerEvent& e) {
     if (e.kind == stoker::PeerEvent::Kind::kConnected) {
@@ -144,9 +146,11 @@ int run_server(const ServerArgs& args) {
     return 1;
   }
   auto& rx = **receiver;
-  spdlog::info("listening on {} ({} slots of {} bytes, {} memory, {} credits per sender)",
-               rx.address(), args.slots, *slot_bytes, stoker::memory_kind_name(rx.memory_kind()),
-               args.credits);
+  spdlog::info(
+      "listening on {} ({} slots of {} bytes, {} memory, {} credits per sender, {} progress "
+      "threads)",
+      rx.address(), args.slots, *slot_bytes, stoker::memory_kind_name(rx.memory_kind()),
+      args.credits, args.receiver_threads);
   if (!args.port_file.empty()) {
     std::ofstream(args.port_file) << rx.port() << "\n";
   }
@@ -193,11 +197,13 @@ int run_server(const ServerArgs& args) {
     const double seconds = std::chrono::duration<double>(s.last - s.first).count();
     const double bps = seconds > 0 ? static_cast<double>(s.bytes) / seconds : 0;
     fmt::print(
-        "RESULT role=server tls={} memory={} size={} senders={} batches={} MBps={:.1f} "
+        "RESULT role=server tls={} memory={} size={} senders={} receiver_threads={} batches={} "
+        "MBps={:.1f} "
         "GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} lat_p99_us={:.1f} rejected={} "
         "corrupt={}\n",
-        tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders, s.batches,
-        bps / kMiB, bps / 1e9, seconds > 0 ? static_cast<double>(s.batches - 1) / seconds : 0,
+        tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders,
+        args.receiver_threads, s.batches, bps / kMiB, bps / 1e9,
+        seconds > 0 ? static_cast<double>(s.batches - 1) / seconds : 0,
         percentile(s.latency_us, 0.50), percentile(s.latency_us, 0.99), stats.rejected_total(),
         corrupt);
   }
@@ -338,6 +344,9 @@ int main(int argc, char** argv) {
   s->add_option("--slot-bytes", server.slot_bytes, "landing slot size (64K, 4M, ...)");
   s->add_option("--slots", server.slots, "landing slots in the pool")->check(CLI::PositiveNumber);
   s->add_option("--credits", server.credits, "credits (window) per sender")
+      ->check(CLI::PositiveNumber);
+  s->add_option("--receiver-threads", server.receiver_threads,
+                "progress threads receiving (senders are spread over them)")
       ->check(CLI::PositiveNumber);
   s->add_option("--memory", server.memory, "landing memory: host, pinned or device");
   s->add_flag("--verify", server.verify, "check every payload byte");

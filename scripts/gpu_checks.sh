@@ -13,6 +13,7 @@
 #   perf     perf/compare_ucx.sh on this machine's cores
 #   perf_sm_am     the same over shared memory with active messages (not by default)
 #   perf_window16  the same with a window of 16 batches per sender (not by default)
+#   perf_fanin     fan-in only, with 1, 2 and 4 receiver progress threads (not by default)
 #   threads        perf/receiver_threads.sh: busiest receiver and sender threads (not by default)
 # Each step writes OUT_DIR/<step>.log; OUT_DIR/summary.txt gets one line per
 # step and every RESULT line. Exits non-zero if a step failed.
@@ -111,8 +112,18 @@ step_perf_window16() {
     --iterations 3000
 }
 
+# Fan-in only (4 senders, 1 MiB), with 1, 2 and 4 receiver progress threads.
+step_perf_fanin() {
+  for threads in 1 2 4; do
+    perf/compare_ucx.sh --stoker-perf "$bundle/bin/stoker-perf" --sizes "" --reps 3 \
+      --iterations 3000 --receiver-threads "$threads"
+  done
+}
+
 step_threads() {
   perf/receiver_threads.sh --stoker-perf "$bundle/bin/stoker-perf" --senders "1 4"
+  perf/receiver_threads.sh --stoker-perf "$bundle/bin/stoker-perf" --senders 4 \
+    --receiver-threads 4
 }
 
 for s in $steps; do

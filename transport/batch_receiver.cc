@@ -1,8 +1,13 @@
-// BatchReceiver and LandedBatch: thin public faces of ReceiverCore.
+// BatchReceiver and LandedBatch: the public faces of a receiver's shards
+// (ReceiverCore), which BatchReceiver starts, feeds from one landed queue and
+// stops.
 #include "stoker/batch_receiver.h"
+
+#include <fmt/format.h>
 
 #include <numeric>
 
+#include "transport/landed_queue.h"
 #include "transport/receiver_core.h"
 
 namespace stoker {
@@ -63,20 +68,77 @@ void LandedBatch::release() {
 }
 
 Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions options) {
-  STOKER_ASSIGN_OR_RETURN(auto core, detail::ReceiverCore::create(std::move(options)));
-  return std::unique_ptr<BatchReceiver>(new BatchReceiver(std::move(core)));
+  const uint32_t threads = options.progress_threads;
+  if (threads == 0) return invalid_argument("a receiver needs at least one progress thread");
+  if (threads > 1 && options.slot_count / threads < options.credits_per_sender) {
+    return invalid_argument(fmt::format(
+        "{} slots shared by {} progress threads leave {} each, fewer than credits_per_sender ({})",
+        options.slot_count, threads, options.slot_count / threads, options.credits_per_sender));
+  }
+  if (!options.landing_memory) options.landing_memory = host_memory_resource();
+  if (!options.context) {
+    // One UCX context for every shard: a sender handed from one to another
+    // is accepted on a worker of the listener's context.
+    STOKER_ASSIGN_OR_RETURN(options.context, TransportContext::create());
+  }
+  auto landed = std::make_shared<detail::LandedQueue>();
+  // Shards 1.. first: shard 0 starts listening as it is created and hands
+  // senders to the others at once.
+  std::vector<std::shared_ptr<detail::ReceiverCore>> shards(threads);
+  std::vector<detail::ReceiverCore*> siblings(threads, nullptr);
+  for (uint32_t k = threads; k-- > 0;) {
+    ReceiverOptions part = options;
+    part.slot_count = options.slot_count / threads + (k < options.slot_count % threads ? 1 : 0);
+    auto shard = detail::ReceiverCore::create(
+        std::move(part), {.shard = k,
+                          .shard_count = threads,
+                          .landed = landed,
+                          .siblings = k == 0 ? siblings : std::vector<detail::ReceiverCore*>{}});
+    if (!shard.is_ok()) {
+      for (auto& started : shards) {
+        if (started) started->stop();
+      }
+      return shard.status();
+    }
+    shards[k] = std::move(shard).value();
+    siblings[k] = shards[k].get();
+  }
+  return std::unique_ptr<BatchReceiver>(new BatchReceiver(std::move(shards), std::move(landed)));
 }
 
-BatchReceiver::~BatchReceiver() { core_->stop(); }
+BatchReceiver::BatchReceiver(std::vector<std::shared_ptr<detail::ReceiverCore>> shards,
+                             std::shared_ptr<detail::LandedQueue> landed)
+    : shards_(std::move(shards)), landed_(std::move(landed)) {}
 
-std::string BatchReceiver::address() const { return core_->address(); }
-uint16_t BatchReceiver::port() const { return core_->port(); }
-MemoryKind BatchReceiver::memory_kind() const { return core_->memory_kind(); }
+BatchReceiver::~BatchReceiver() {
+  // Shard 0 first: it stops handing senders to the others.
+  for (auto& shard : shards_) shard->stop();
+  landed_->stop();
+}
+
+std::string BatchReceiver::address() const { return shards_[0]->address(); }
+uint16_t BatchReceiver::port() const { return shards_[0]->port(); }
+MemoryKind BatchReceiver::memory_kind() const { return shards_[0]->memory_kind(); }
 
 Result<LandedBatch> BatchReceiver::next(std::chrono::milliseconds timeout) {
-  return core_->next(timeout);
+  STOKER_ASSIGN_OR_RETURN(auto landed, landed_->pop(timeout));
+  return shards_[landed.shard]->take(landed.slot);
 }
 
-ReceiverStats BatchReceiver::stats() const { return core_->stats(); }
+ReceiverStats BatchReceiver::stats() const {
+  ReceiverStats total;
+  for (const auto& shard : shards_) {
+    const ReceiverStats s = shard->stats();
+    total.batches_landed += s.batches_landed;
+    total.bytes_landed += s.bytes_landed;
+    for (size_t i = 0; i < kRejectReasonCount; ++i) total.rejected[i] += s.rejected[i];
+    total.senders_connected += s.senders_connected;
+    total.senders_finished += s.senders_finished;
+    total.senders_failed += s.senders_failed;
+    total.slots_free += s.slots_free;
+    total.senders_by_thread.push_back(s.senders_by_thread.at(0));
+  }
+  return total;
+}
 
 }  // namespace stoker

@@ -46,7 +46,8 @@ RejectReason reason_for(const Status& status) {
 
 }  // namespace
 
-Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions options) {
+Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions options,
+                                                           Placement placement) {
   if (options.slot_count == 0 || options.slot_bytes == 0 || options.credits_per_sender == 0) {
     return invalid_argument("receiver needs slot_count, slot_bytes and credits_per_sender > 0");
   }
@@ -55,7 +56,7 @@ Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions optio
                                         options.credits_per_sender, options.slot_count));
   }
   if (!options.landing_memory) options.landing_memory = host_memory_resource();
-  std::shared_ptr<ReceiverCore> core(new ReceiverCore(std::move(options)));
+  std::shared_ptr<ReceiverCore> core(new ReceiverCore(std::move(options), std::move(placement)));
   STOKER_RETURN_IF_ERROR(core->init());
   core->thread_ = std::thread([raw = core.get()] { raw->run(); });
   return core;
@@ -104,10 +105,11 @@ Status ReceiverCore::init() {
                         std::pair{AmId::kGoodbye, &ReceiverCore::on_goodbye}}) {
     STOKER_RETURN_IF_ERROR(worker_->set_am_handler(static_cast<uint16_t>(id), cb, this));
   }
+  if (placement_.shard != 0) return Status::ok();
   STOKER_ASSIGN_OR_RETURN(auto listen_at, SocketAddress::parse(options_.listen_address));
   STOKER_ASSIGN_OR_RETURN(
       listener_,
-      ucx::Listener::create(*worker_, listen_at, [this](ucp_conn_request_h r) { accept(r); }));
+      ucx::Listener::create(*worker_, listen_at, [this](ucp_conn_request_h r) { hand_out(r); }));
   port_ = listener_->address().port();
   address_ = listener_->address().to_string();
   return Status::ok();
@@ -127,7 +129,6 @@ void ReceiverCore::stop() {
   }
   if (worker_) worker_->signal();
   if (thread_.joinable()) thread_.join();
-  ready_cv_.notify_all();
 }
 
 // ---------------------------------------------------------------------------
@@ -138,6 +139,7 @@ void ReceiverCore::run() {
   auto last_event = std::chrono::steady_clock::now();
   while (!stopping_.load(std::memory_order_acquire)) {
     const unsigned events = worker_->progress();
+    if (has_adopted_.load(std::memory_order_acquire)) accept_adopted();
     settle_disconnects(/*idle=*/events == 0);
     const bool released = drain_releases();
     send_credits();
@@ -153,8 +155,9 @@ void ReceiverCore::run() {
     // us either is seen here or signals the worker (release()).
     sleeping_.store(true);
     const auto released_or_stopping = [this] {
+      if (stopping_.load() || has_adopted_.load()) return true;
       std::lock_guard lock(release_mu_);
-      return !releases_.empty() || stopping_.load();
+      return !releases_.empty();
     };
     if (!released_or_stopping()) {
       if (Status st = worker_->wait(kIdleWait, released_or_stopping); !st.is_ok()) {
@@ -167,6 +170,11 @@ void ReceiverCore::run() {
   // sender connecting meanwhile would be accepted after the loop), then close
   // every endpoint on this thread: UCX objects are single-threaded.
   listener_.reset();
+  {
+    std::lock_guard lock(adopt_mu_);
+    adoption_closed_ = true;
+  }
+  accept_adopted();  // handed over before we closed: accepted, then closed below
   while (!senders_.empty()) {
     for (auto& sender : senders_) retired_.push_back(std::move(sender));
     senders_.clear();
@@ -179,18 +187,66 @@ void ReceiverCore::run() {
   }
 }
 
-void ReceiverCore::accept(ucp_conn_request_h request) {
+void ReceiverCore::hand_out(ucp_conn_request_h request) {
   if (stopping_.load()) {
     listener_->reject(request);
     return;
   }
+  // The shard serving the fewest senders (counting those handed over but not
+  // yet accepted) takes it; ties go to the lowest shard.
+  uint32_t target = 0;
+  uint32_t least = load_.load();
+  for (uint32_t k = 1; k < placement_.shard_count; ++k) {
+    if (const uint32_t load = placement_.siblings[k]->load_.load(); load < least) {
+      least = load;
+      target = k;
+    }
+  }
+  if (target == 0) {
+    load_.fetch_add(1);
+    accept(request);
+    return;
+  }
+  ReceiverCore& shard = *placement_.siblings[target];
+  shard.load_.fetch_add(1);
+  if (!shard.adopt(request)) {
+    shard.load_.fetch_sub(1);
+    listener_->reject(request);
+  }
+}
+
+bool ReceiverCore::adopt(ucp_conn_request_h request) {
+  {
+    std::lock_guard lock(adopt_mu_);
+    if (adoption_closed_) return false;
+    adopted_.push_back(request);
+    has_adopted_.store(true, std::memory_order_release);
+  }
+  worker_->signal();
+  return true;
+}
+
+void ReceiverCore::accept_adopted() {
+  std::vector<ucp_conn_request_h> requests;
+  {
+    std::lock_guard lock(adopt_mu_);
+    requests.swap(adopted_);
+    has_adopted_.store(false, std::memory_order_relaxed);
+  }
+  for (ucp_conn_request_h request : requests) accept(request);
+}
+
+void ReceiverCore::accept(ucp_conn_request_h request) {
   auto sender = std::make_unique<Sender>();
-  sender->id = next_sender_id_++;
+  sender->id = next_sender_id_++ * placement_.shard_count + placement_.shard + 1;
   auto ep = ucx::Endpoint::accept(
       *worker_, request, [this, id = sender->id](ucs_status_t st) { on_sender_error(id, st); });
   if (!ep.is_ok()) {
+    load_.fetch_sub(1);
     spdlog::warn("receiver: rejected a connection: {}", ep.status().to_string());
-    listener_->reject(request);
+    // Only the listener's own shard may reject through it; a request handed
+    // to another shard is dropped, and its sender's connection fails.
+    if (listener_) listener_->reject(request);
     return;
   }
   sender->ep = std::move(ep).value();
@@ -530,6 +586,7 @@ void ReceiverCore::reap_retired() {
   while (!retired_.empty()) {
     auto closing = std::move(retired_);
     retired_.clear();
+    load_.fetch_sub(static_cast<uint32_t>(closing.size()));
     closing.clear();
   }
 }
@@ -599,13 +656,7 @@ void ReceiverCore::land(uint32_t slot) {
   s.state = Slot::State::kLanded;
   batches_landed_.fetch_add(1, std::memory_order_relaxed);
   bytes_landed_.fetch_add(s.descriptor.payload_bytes, std::memory_order_relaxed);
-  bool wake;
-  {
-    std::lock_guard lock(ready_mu_);
-    ready_.push_back(slot);
-    wake = waiting_consumers_ > 0;
-  }
-  if (wake) ready_cv_.notify_one();  // a futex call only when someone sleeps
+  placement_.landed->push({placement_.shard, slot});
 }
 
 bool ReceiverCore::drain_releases() {
@@ -651,18 +702,7 @@ void ReceiverCore::emit(PeerEvent::Kind kind, const Sender& sender, Status statu
 // Consumer side
 // ---------------------------------------------------------------------------
 
-Result<LandedBatch> ReceiverCore::next(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(ready_mu_);
-  ++waiting_consumers_;
-  const bool ready =
-      ready_cv_.wait_for(lock, timeout, [&] { return !ready_.empty() || stopping_.load(); });
-  --waiting_consumers_;
-  if (!ready) return timed_out(fmt::format("no batch landed within {} ms", timeout.count()));
-  if (ready_.empty()) return cancelled("the receiver is stopping");
-  const uint32_t slot = ready_.front();
-  ready_.pop_front();
-  lock.unlock();
-
+LandedBatch ReceiverCore::take(uint32_t slot) {
   const Slot& landed = slots_[slot];
   LandedBatch batch;
   batch.core_ = shared_from_this();
@@ -695,6 +735,7 @@ ReceiverStats ReceiverCore::stats() const {
   s.senders_finished = senders_finished_.load(std::memory_order_relaxed);
   s.senders_failed = senders_failed_.load(std::memory_order_relaxed);
   s.slots_free = slots_free_.load(std::memory_order_relaxed);
+  s.senders_by_thread = {load_.load(std::memory_order_relaxed)};
   return s;
 }
 

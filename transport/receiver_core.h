@@ -1,12 +1,13 @@
-// The machinery behind BatchReceiver: the landing pool, per-sender credit
-// accounting and the progress thread that runs every UCX callback. Slot and
-// sender state belong to the progress thread alone; the consumer reaches it
-// only through the ready queue (landed batches out) and the release queue
-// (slots back in).
+// The machinery behind BatchReceiver: one progress thread (a shard) with its
+// UCX worker, its part of the landing pool, the credit accounting of the
+// senders it serves, and every UCX callback of those senders. A receiver has
+// one shard or several; shard 0 owns the listener and hands each new sender
+// to the shard serving the fewest. Slot and sender state belong to their
+// shard's thread alone; the consumer reaches it only through the landed
+// queue (batches out) and the shard's release queue (slots back in).
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 #include "stoker/batch_receiver.h"
 #include "stoker/push_mode.h"
 #include "transport/data_plane_messages.h"
+#include "transport/landed_queue.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
@@ -27,7 +29,17 @@ namespace stoker::detail {
 
 class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
  public:
-  static Result<std::shared_ptr<ReceiverCore>> create(ReceiverOptions options);
+  // Where a shard sits in its receiver. Shard 0 listens and hands senders to
+  // `siblings` (indexed by shard; its own entry unused), which it must not
+  // outlive as a running shard: stop shard 0 first.
+  struct Placement {
+    uint32_t shard = 0;
+    uint32_t shard_count = 1;
+    std::shared_ptr<LandedQueue> landed;
+    std::vector<ReceiverCore*> siblings;
+  };
+  // `options.slot_count` is this shard's part of the pool.
+  static Result<std::shared_ptr<ReceiverCore>> create(ReceiverOptions options, Placement placement);
   ReceiverCore(const ReceiverCore&) = delete;
   ReceiverCore& operator=(const ReceiverCore&) = delete;
   ~ReceiverCore();
@@ -35,10 +47,12 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // Stops the progress thread after closing every endpoint. Idempotent.
   void stop();
 
-  Result<LandedBatch> next(std::chrono::milliseconds timeout);
+  // The batch in `slot`, which the landed queue named for this shard.
+  LandedBatch take(uint32_t slot);
   void release(uint32_t slot);
   ReceiverStats stats() const;
 
+  // Shard 0 only: where senders connect.
   std::string address() const { return address_; }
   uint16_t port() const { return port_; }
   MemoryKind memory_kind() const { return pool_.kind(); }
@@ -71,9 +85,16 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::vector<uint32_t> credits_to_send;  // granted but not yet told
     uint32_t deficit = 0;                   // credits owed when slots free up
   };
-  explicit ReceiverCore(ReceiverOptions options) : options_(std::move(options)) {}
+  ReceiverCore(ReceiverOptions options, Placement placement)
+      : options_(std::move(options)), placement_(std::move(placement)) {}
   Status init();
   void run();
+
+  // Connection requests shard 0 hands to this shard, from its thread. False
+  // once this shard no longer takes them (the caller rejects the request).
+  bool adopt(ucp_conn_request_h request);
+  void accept_adopted();
+  void hand_out(ucp_conn_request_h request);  // shard 0: to the least busy shard
 
   // UCX callbacks (progress thread).
   static ucs_status_t on_hello(void* arg, const void* header, size_t header_length, void* data,
@@ -87,7 +108,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   static ucs_status_t on_goodbye(void* arg, const void* header, size_t header_length, void* data,
                                  size_t length, const ucp_am_recv_param_t* param);
   static void on_landed(void* request, ucs_status_t status, size_t length, void* user_data);
-  void accept(ucp_conn_request_h request);
+  void accept(ucp_conn_request_h request);  // on this shard's worker
   void on_sender_error(uint32_t sender_id, ucs_status_t status);
   // Settles disconnects once the worker is drained (`idle`) or they are old
   // enough that anything sent before them has been delivered.
@@ -110,6 +131,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   void emit(PeerEvent::Kind kind, const Sender& sender, Status status = Status::ok());
 
   ReceiverOptions options_;
+  Placement placement_;
   std::shared_ptr<ucx::Context> context_;
   std::unique_ptr<ucx::Worker> worker_;
   Buffer pool_;
@@ -132,15 +154,19 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::chrono::steady_clock::time_point when;
   };
   std::vector<Disconnect> disconnects_;  // to settle
-  uint32_t next_sender_id_ = 1;
+  uint32_t next_sender_id_ = 0;          // ids are unique across shards: shard + k * shard_count
 
-  // Consumer <-> progress thread.
-  mutable std::mutex ready_mu_;
-  std::condition_variable ready_cv_;
-  // Landed slots waiting for the consumer, which reads their descriptor and
-  // sender from slots_: nothing writes a landed slot until it is released.
-  std::deque<uint32_t> ready_;
-  int waiting_consumers_ = 0;  // in next(), under ready_mu_
+  // Shard 0 -> this shard: connection requests to accept here.
+  std::mutex adopt_mu_;
+  std::vector<ucp_conn_request_h> adopted_;
+  bool adoption_closed_ = false;  // under adopt_mu_
+  std::atomic<bool> has_adopted_{false};
+  // Senders served or about to be (adopted), which shard 0 balances.
+  std::atomic<uint32_t> load_{0};
+
+  // Consumer <-> progress thread. The consumer reads a landed slot's
+  // descriptor and sender from slots_: nothing writes a landed slot until it
+  // is released.
   std::mutex release_mu_;
   std::vector<uint32_t> releases_;
   std::atomic<bool> sleeping_{false};

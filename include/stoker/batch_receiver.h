@@ -4,9 +4,11 @@
 // the consumer. Descriptors that lie are rejected and counted; a sender that
 // dies has its slots returned; other senders are served throughout.
 //
-// Threading: a BatchReceiver runs its own progress thread. next(), stats()
-// and LandedBatch::release() may be called from any thread. on_peer_event
-// runs on the progress thread and must not block.
+// Threading: a BatchReceiver runs its own progress threads (one by default;
+// ReceiverOptions::progress_threads), each serving some of the senders.
+// next(), stats() and LandedBatch::release() may be called from any thread.
+// on_peer_event runs on a progress thread, with several of them possibly at
+// the same time, and must not block.
 //
 // Lifetime: a LandedBatch keeps the landing memory alive, so it may outlive
 // the receiver; releasing it after the receiver stopped just frees the slot.
@@ -20,6 +22,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "stoker/batch_descriptor.h"
 #include "stoker/memory.h"
@@ -50,6 +53,8 @@ struct ReceiverStats {
   uint64_t senders_finished = 0;   // said goodbye
   uint64_t senders_failed = 0;     // died or disconnected without goodbye
   uint32_t slots_free = 0;         // neither granted nor holding a batch
+  // Senders each progress thread serves now (ReceiverOptions::progress_threads).
+  std::vector<uint32_t> senders_by_thread;
 
   uint64_t rejected_total() const;
   uint64_t rejected_for(RejectReason r) const { return rejected[static_cast<size_t>(r)]; }
@@ -69,6 +74,12 @@ struct ReceiverOptions {
   size_t slot_bytes = size_t{4} << 20;
   uint32_t slot_count = 32;
   uint32_t credits_per_sender = 8;
+  // Threads receiving, each with its own UCX worker and an equal part of the
+  // slots; each new sender goes to the one serving the fewest. One thread
+  // lands a few GB/s (docs/perf.md); more help a receiver fed by many
+  // senders on a host with cores to spare. Each part must hold
+  // credits_per_sender slots.
+  uint32_t progress_threads = 1;
   // When set, only senders presenting this token are served; others are
   // refused and counted as kUnauthorized. The coordinator hands a job's
   // token to the job's workers and consumers.
@@ -84,7 +95,8 @@ struct ReceiverOptions {
 class BatchReceiver;
 namespace detail {
 class ReceiverCore;
-}
+class LandedQueue;
+}  // namespace detail
 
 // A batch that has fully landed in a slot. Move-only; releasing it (or
 // destroying it) returns the slot and the sender's credit.
@@ -123,7 +135,7 @@ class LandedBatch {
 class BatchReceiver {
  public:
   static Result<std::unique_ptr<BatchReceiver>> start(ReceiverOptions options);
-  // Stops the progress thread and closes every sender's endpoint.
+  // Stops the progress threads and closes every sender's endpoint.
   ~BatchReceiver();
   BatchReceiver(const BatchReceiver&) = delete;
   BatchReceiver& operator=(const BatchReceiver&) = delete;
@@ -140,8 +152,10 @@ class BatchReceiver {
   ReceiverStats stats() const;
 
  private:
-  explicit BatchReceiver(std::shared_ptr<detail::ReceiverCore> core) : core_(std::move(core)) {}
-  std::shared_ptr<detail::ReceiverCore> core_;
+  BatchReceiver(std::vector<std::shared_ptr<detail::ReceiverCore>> shards,
+                std::shared_ptr<detail::LandedQueue> landed);
+  std::vector<std::shared_ptr<detail::ReceiverCore>> shards_;  // shards_[0] listens
+  std::shared_ptr<detail::LandedQueue> landed_;
 };
 
 }  // namespace stoker

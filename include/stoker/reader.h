@@ -80,6 +80,10 @@ struct ReaderOptions {
   uint32_t slots = 32;
   size_t slot_bytes = 0;  // 0: the job's largest batch (asked of the coordinator)
   uint32_t credits_per_worker = 4;
+  // Threads landing batches, each serving some of the workers (see
+  // ReceiverOptions::progress_threads): more for a reader fed by many workers
+  // on a host with cores to spare. Each gets slots / receiver_threads slots.
+  uint32_t receiver_threads = 1;
   // Where this reader's receiver listens, and the host workers should reach
   // it at (default: this host's address on the route to the coordinator).
   std::string listen_address = "0.0.0.0:0";

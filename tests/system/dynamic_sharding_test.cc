@@ -66,7 +66,11 @@ TEST(DynamicSharding, ThreeWorkersTwoReadersEveryElementExactlyOnce) {
   ReaderOptions options{.job_name = "shared", .pipeline_spec = spec, .epochs = kEpochs};
   auto a = client->open_reader(options);
   ASSERT_TRUE(a.is_ok()) << a.status().to_string();
-  auto b = client->open_reader(options);
+  // The second reader lands with two progress threads, which share the
+  // three workers between them.
+  ReaderOptions two_threads = options;
+  two_threads.receiver_threads = 2;
+  auto b = client->open_reader(two_threads);
   ASSERT_TRUE(b.is_ok()) << b.status().to_string();
   EXPECT_EQ((*a)->job_id(), (*b)->job_id());
 

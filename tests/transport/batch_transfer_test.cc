@@ -4,9 +4,11 @@
 // slot accounting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "stoker/batch_receiver.h"
@@ -175,6 +177,72 @@ TEST_P(BatchTransfer, ManySendersShareOnePool) {
   EXPECT_EQ(stats.slots_free, 12u) << "every slot returns once senders are gone";
 }
 
+TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
+  // 3 progress threads, 8 slots each; 5 senders spread over them.
+  auto receiver = start_receiver(
+      {.slot_bytes = 65536, .slot_count = 24, .credits_per_sender = 4, .progress_threads = 3});
+  ASSERT_TRUE(receiver);
+  constexpr size_t kSenders = 5;
+  constexpr uint64_t kBatches = 150;
+  std::vector<std::unique_ptr<BatchSender>> senders;
+  for (size_t s = 0; s < kSenders; ++s) {
+    senders.push_back(connect(*receiver, "sender-" + std::to_string(s)));
+    ASSERT_TRUE(senders.back());
+  }
+  std::vector<uint32_t> by_thread = receiver->stats().senders_by_thread;
+  std::sort(by_thread.begin(), by_thread.end());
+  EXPECT_EQ(by_thread, (std::vector<uint32_t>{1, 2, 2})) << "each goes to the least busy thread";
+
+  std::vector<std::thread> threads;
+  for (size_t s = 0; s < kSenders; ++s) {
+    threads.emplace_back([&, s] {
+      std::vector<std::byte> payload(8192);
+      for (uint64_t i = 0; i < kBatches; ++i) {
+        fill_pattern(payload, i);
+        BatchDescriptor d = describe(i, payload.size());
+        d.split_id = s;
+        const Status posted = senders[s]->post(d, payload, nullptr, 10s);
+        ASSERT_TRUE(posted.is_ok()) << posted.to_string();
+        ASSERT_TRUE(senders[s]->flush(10s).is_ok());  // payload is reused
+      }
+      ASSERT_TRUE(senders[s]->close(10s).is_ok());
+    });
+  }
+  std::map<uint64_t, uint64_t> next_sequence;  // per sender (split_id)
+  std::map<uint64_t, uint32_t> sender_of_split;
+  // Hold the last few batches (fewer than a sender's credits, or the last
+  // sender would wait for a slot only the next batch would free).
+  std::vector<LandedBatch> held;
+  for (uint64_t n = 0; n < kSenders * kBatches; ++n) {
+    auto batch = receiver->next(10s);
+    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+    const auto& d = batch->descriptor();
+    EXPECT_EQ(d.sequence, next_sequence[d.split_id]++);
+    EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
+    auto [it, first] = sender_of_split.emplace(d.split_id, batch->sender_id());
+    EXPECT_EQ(it->second, batch->sender_id()) << "a sender's id is the same on every batch";
+    held.push_back(std::move(batch).value());
+    if (held.size() > 3) held.erase(held.begin());
+  }
+  held.clear();
+  for (auto& t : threads) t.join();
+  std::set<uint32_t> ids;
+  for (const auto& [split, id] : sender_of_split) ids.insert(id);
+  EXPECT_EQ(ids.size(), kSenders) << "sender ids are unique across threads";
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  const std::vector<uint32_t> none_served{0, 0, 0};
+  while (
+      (receiver->stats().slots_free != 24u || receiver->stats().senders_by_thread != none_served) &&
+      std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  const ReceiverStats stats = receiver->stats();
+  EXPECT_EQ(stats.batches_landed, kSenders * kBatches);
+  EXPECT_EQ(stats.senders_finished, static_cast<uint64_t>(kSenders));
+  EXPECT_EQ(stats.slots_free, 24u) << "every slot returns to its own thread's pool";
+  EXPECT_EQ(stats.senders_by_thread, none_served) << "senders that left are no one's load";
+}
+
 TEST_P(BatchTransfer, SenderRefusesBatchesItCannotSend) {
   auto receiver = start_receiver({.slot_bytes = 4096, .slot_count = 2, .credits_per_sender = 2});
   ASSERT_TRUE(receiver);
@@ -219,6 +287,15 @@ TEST(BatchTransferErrors, BadAddressesAreRejected) {
   EXPECT_EQ(BatchSender::connect({.receiver_address = "127.0.0.1:99999"}).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(BatchReceiver::start({.slot_count = 0}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BatchReceiver::start({.progress_threads = 0}).status().code(),
+            StatusCode::kInvalidArgument);
+  // 32 slots over 8 threads leave 4 each, fewer than the 8 credits of a sender.
+  auto split =
+      BatchReceiver::start({.slot_count = 32, .credits_per_sender = 8, .progress_threads = 8});
+  EXPECT_EQ(split.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(split.status().message().find("32 slots shared by 8 progress threads leave 4 each"),
+            std::string::npos)
+      << split.status().to_string();
 }
 
 }  // namespace

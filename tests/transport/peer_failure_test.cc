@@ -27,15 +27,19 @@ class PeerFailure : public ::testing::TestWithParam<const char*> {
   std::string log_path(const std::string& name) const {
     return ::testing::TempDir() + "/" + name + "-" + std::to_string(getpid()) + ".log";
   }
+  void kill_a_sender_mid_stream(uint32_t progress_threads);
 };
 
-TEST_P(PeerFailure, SenderKilledMidStreamIsReportedAndOthersCarryOn) {
+// A victim streaming "forever" and a survivor sending a known number into one
+// receiver with `progress_threads`; the victim is killed mid-stream.
+void PeerFailure::kill_a_sender_mid_stream(uint32_t progress_threads) {
   std::mutex mu;
   std::vector<PeerEvent> events;
   auto started = BatchReceiver::start({.listen_address = "127.0.0.1:0",
                                        .slot_bytes = 256 << 10,
                                        .slot_count = 16,
                                        .credits_per_sender = 8,
+                                       .progress_threads = progress_threads,
                                        .on_peer_event = [&](const PeerEvent& e) {
                                          std::lock_guard lock(mu);
                                          events.push_back(e);
@@ -110,6 +114,16 @@ TEST_P(PeerFailure, SenderKilledMidStreamIsReportedAndOthersCarryOn) {
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(receiver.stats().slots_free, 16u);
+}
+
+TEST_P(PeerFailure, SenderKilledMidStreamIsReportedAndOthersCarryOn) {
+  kill_a_sender_mid_stream(1);
+}
+
+// The two senders land on different progress threads: one thread's peer
+// failure leaves the other's sender untouched, and the slots of both return.
+TEST_P(PeerFailure, SenderKilledOnOneProgressThreadLeavesTheOtherServing) {
+  kill_a_sender_mid_stream(2);
 }
 
 class ReceiverFailure : public PeerFailure {};

@@ -26,6 +26,16 @@ void block_shutdown_signals() {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
 }
 
+bool shutdown_signal_pending() {
+  const sigset_t set = shutdown_set();
+  sigset_t pending;
+  if (sigpending(&pending) != 0) return false;
+  for (int signal : {SIGTERM, SIGINT, SIGHUP}) {
+    if (sigismember(&set, signal) == 1 && sigismember(&pending, signal) == 1) return true;
+  }
+  return false;
+}
+
 std::optional<int> wait_for_shutdown_signal(std::optional<std::chrono::milliseconds> timeout) {
   const sigset_t set = shutdown_set();
   while (true) {

@@ -121,6 +121,7 @@ Status WorkerDaemon::Impl::start() {
       .name = options_.name,
       .secret = options_.secret,
       .retry_for = options_.connect_retry,
+      .give_up = options_.give_up_starting,
       .session_request = [this] { return session_request(); },
       .on_session = [this](const Result<control::Message>& a) { return on_session(a); },
       .on_notice = [this](const control::Message&) { wake(); },

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -28,6 +29,9 @@ struct WorkerOptions {
   uint16_t metrics_port = 0;  // 0: no /metrics endpoint
   // How long to keep trying to reach the coordinator at start.
   std::chrono::milliseconds connect_retry{std::chrono::seconds(60)};
+  // start() stops retrying the coordinator, with kCancelled, once this
+  // returns true (stoker-worker: a shutdown signal arrived meanwhile).
+  std::function<bool()> give_up_starting;
   std::string metrics_host = "0.0.0.0";
 };
 

@@ -50,6 +50,8 @@ int main(int argc, char** argv) {
   }
   options.memory_budget = *budget;
   options.connect_retry = std::chrono::seconds(connect_retry_s);
+  // SIGTERM while still reaching the coordinator: stop retrying and exit.
+  options.give_up_starting = stoker::shutdown_signal_pending;
   options.push_mode = stoker::parse_push_mode(push_mode).value_or(stoker::PushMode::kAuto);
   if (!secret_file.empty()) {
     auto secret = stoker::control::ClusterSecret::load(secret_file);
@@ -61,6 +63,12 @@ int main(int argc, char** argv) {
   }
   auto worker = stoker::workers::WorkerDaemon::start(std::move(options));
   if (!worker.is_ok()) {
+    if (worker.status().code() == stoker::StatusCode::kCancelled &&
+        stoker::shutdown_signal_pending()) {
+      spdlog::info("stoker-worker: signal {} while starting: {}",
+                   stoker::wait_for_shutdown_signal().value_or(0), worker.status().message());
+      return 0;
+    }
     fmt::print(stderr, "stoker-worker: {}\n", worker.status().to_string());
     return 1;
   }

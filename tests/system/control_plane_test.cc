@@ -305,5 +305,27 @@ TEST(Shutdown, EveryProcessExitsPromptlyOnSigterm) {
   EXPECT_LT(std::chrono::steady_clock::now() - closing, 5s);
 }
 
+TEST(Shutdown, AWorkerStillReachingTheCoordinatorExitsOnSigterm) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  cluster.coordinator().kill_now(SIGKILL);
+  (void)cluster.coordinator().wait(5s);  // killed: no exit status
+  // Nobody serves the port now: the worker retries with backoff (for 60 s).
+  const size_t w = cluster.start_worker();
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (cluster.worker(w).log().find("retrying in") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_NE(cluster.worker(w).log().find("retrying in"), std::string::npos)
+      << cluster.worker(w).log();
+  const auto started = std::chrono::steady_clock::now();
+  cluster.worker(w).kill_now(SIGTERM);
+  EXPECT_EQ(cluster.worker(w).wait(5s), 0) << cluster.worker(w).log();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 1s);
+  EXPECT_NE(cluster.worker(w).log().find("signal 15 while starting"), std::string::npos)
+      << cluster.worker(w).log();
+}
+
 }  // namespace
 }  // namespace stoker::testing

@@ -25,6 +25,8 @@ namespace stoker::control {
 namespace {
 
 constexpr auto kMaxSleep = std::chrono::milliseconds(100);
+// How often a backoff sleep of connect() looks at ControlClientOptions::give_up.
+constexpr auto kGiveUpCheck = std::chrono::milliseconds(20);
 
 std::span<const std::byte> bytes_of(const std::string& s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
@@ -125,7 +127,13 @@ Status ControlClient::Impl::init() {
       return st;
     }
     spdlog::info("control client: {}; retrying in {} ms", st.to_string(), backoff.count());
-    std::this_thread::sleep_for(backoff);
+    for (auto slept = std::chrono::milliseconds(0); slept < backoff; slept += kGiveUpCheck) {
+      if (options_.give_up && options_.give_up()) {
+        return cancelled(
+            fmt::format("gave up connecting to the coordinator at {}: stopping", server_));
+      }
+      std::this_thread::sleep_for(std::min(kGiveUpCheck, backoff - slept));
+    }
     backoff = std::min(backoff * 2, options_.reconnect_max);
   }
 }

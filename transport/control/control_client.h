@@ -32,6 +32,9 @@ struct ControlClientOptions {
   // connect() retries an unreachable or unresponsive coordinator with backoff
   // for this long (0: one attempt); refusals are not retried.
   std::chrono::milliseconds retry_for{0};
+  // connect() stops retrying, with kCancelled, once this returns true
+  // (looked at between attempts): a daemon told to stop while it starts.
+  std::function<bool()> give_up;
   std::chrono::milliseconds reconnect_min{50};
   std::chrono::milliseconds reconnect_max{2000};
   // Sent right after every handshake, before any queued call; its answer (or

@@ -164,9 +164,17 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
   uint64_t iteration = 0;
   while (!cancel_.load()) {
     {
+      // Wait for room in the queue. But when nothing queued may go out yet
+      // (batches of a later iteration wait for this worker to finish the
+      // older one: next_batch()) and this thread is still in that older
+      // iteration, only its asking can finish it (kEndOfIteration): it must
+      // not wait, or nothing ever makes room.
       std::unique_lock lock(mu_);
-      space_cv_.wait(lock,
-                     [&] { return ready_.size() < env_.max_queued_batches || cancel_.load(); });
+      space_cv_.wait(lock, [&] {
+        if (ready_.size() < env_.max_queued_batches || cancel_.load()) return true;
+        const auto oldest = oldest_open_iteration_locked();
+        return oldest && iteration <= *oldest && first_sendable_locked() == ready_.end();
+      });
     }
     const uint64_t request_id = next_request_id_.fetch_add(1);
     auto answer = get_split(iteration, request_id);
@@ -268,15 +276,18 @@ std::optional<uint64_t> Task::oldest_open_iteration_locked() const {
   return std::nullopt;
 }
 
+std::deque<std::shared_ptr<ReadyBatch>>::iterator Task::first_sendable_locked() {
+  const auto oldest = oldest_open_iteration_locked();
+  return std::find_if(ready_.begin(), ready_.end(),
+                      [&](const auto& b) { return !oldest || b->descriptor.iteration <= *oldest; });
+}
+
 std::optional<std::shared_ptr<ReadyBatch>> Task::next_batch(std::chrono::milliseconds wait) {
   std::unique_lock lock(mu_);
   std::deque<std::shared_ptr<ReadyBatch>>::iterator pick;
   const auto sendable = [&] {
     if (cancel_.load()) return true;
-    const auto oldest = oldest_open_iteration_locked();
-    pick = std::find_if(ready_.begin(), ready_.end(), [&](const auto& b) {
-      return !oldest || b->descriptor.iteration <= *oldest;
-    });
+    pick = first_sendable_locked();
     return pick != ready_.end();
   };
   if (!ready_cv_.wait_for(lock, wait, sendable) || cancel_.load()) return std::nullopt;

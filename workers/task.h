@@ -133,6 +133,8 @@ class Task {
   // The oldest iteration this worker has not finished delivering: batches of
   // later iterations wait for it (see next_batch()).
   std::optional<uint64_t> oldest_open_iteration_locked() const;
+  // The first queued batch that may go out now (end() if none).
+  std::deque<std::shared_ptr<ReadyBatch>>::iterator first_sendable_locked();
   void sleep_until_nudged(std::chrono::milliseconds at_most);
 
   TaskEnvironment env_;

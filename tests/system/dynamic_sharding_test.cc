@@ -97,5 +97,30 @@ TEST(DynamicSharding, ThreeWorkersTwoReadersEveryElementExactlyOnce) {
   EXPECT_EQ((*a)->stats().epochs_completed, kEpochs);
 }
 
+// A worker whose queue fills with batches of the next epoch while one of its
+// threads still has to hear that the current epoch has no splits left: that
+// thread must still ask, or the next epoch's batches wait for it forever
+// (Task::run_pipeline_thread). Found on a 16-core machine, where 4 runs in
+// 100 of the test above hung; many small splits on 8 threads and few credits
+// keep the queue full, but on 2 cores this rarely meets the window.
+TEST(DynamicSharding, AFullQueueOfTheNextEpochDoesNotStopTheCurrentOne) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  cluster.start_worker(/*threads=*/8);
+  constexpr uint64_t kElements = 2'000;
+  constexpr uint32_t kEpochs = 4;
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto reader = client->open_reader(
+      {.pipeline_spec = range_spec(kElements, 20, 2), .epochs = kEpochs, .credits_per_worker = 2});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Seen seen;
+  const Status st = read_all(**reader, seen, 0);
+  ASSERT_TRUE(st.is_ok()) << st.to_string() << cluster.logs();
+  for (uint64_t e = 0; e < kEpochs; ++e) {
+    ASSERT_EQ(seen.count[e].size(), kElements) << "epoch " << e;
+  }
+}
+
 }  // namespace
 }  // namespace stoker::testing

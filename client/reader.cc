@@ -159,6 +159,8 @@ class Reader::Impl {
   void heartbeat_loop();
   void heartbeat();
   bool epoch_complete_locked() const;
+  // What the current epoch still waits for, for a timeout's message.
+  std::string epoch_waits_for_locked() const;
   void wake_heartbeat();
   Result<std::optional<Batch>> hand_out(LandedBatch landed);
 
@@ -358,6 +360,24 @@ bool Reader::Impl::epoch_complete_locked() const {
   return true;
 }
 
+std::string Reader::Impl::epoch_waits_for_locked() const {
+  if (!status_ || status_->iteration() != epoch_ || !status_->complete()) {
+    return fmt::format("the coordinator has not declared epoch {} complete", epoch_);
+  }
+  std::string missing;
+  for (const auto& expected : status_->expected()) {
+    const uint64_t w = expected.worker_id();
+    if (dead_workers_.contains(w) || failed_producers_.contains(w)) continue;
+    auto landed = landed_.find({epoch_, w});
+    const uint64_t have = landed == landed_.end() ? 0 : landed->second;
+    if (have < expected.batches()) {
+      missing += fmt::format("{}worker {} delivered {} batches, {} landed here",
+                             missing.empty() ? "" : "; ", w, expected.batches(), have);
+    }
+  }
+  return missing;
+}
+
 Result<std::optional<Batch>> Reader::Impl::hand_out(LandedBatch landed) {
   const auto now = Clock::now();
   {
@@ -405,7 +425,9 @@ Result<std::optional<Batch>> Reader::Impl::next(std::chrono::milliseconds timeou
     preparer_->poll();
     const auto now = Clock::now();
     if (now >= deadline) {
-      return timed_out(fmt::format("no batch of epoch {} within {} ms", epoch_, timeout.count()));
+      std::lock_guard lock(mu_);
+      return timed_out(fmt::format("no batch of epoch {} within {} ms ({})", epoch_,
+                                   timeout.count(), epoch_waits_for_locked()));
     }
     auto landed = receiver_->next(std::min(
         kReceivePoll, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now)));

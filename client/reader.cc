@@ -17,8 +17,10 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "client/batch_preparation.h"
 #include "client/batch_state.h"
@@ -158,7 +160,17 @@ class Reader::Impl {
   Status on_joined(const Result<control::Message>& answer);
   void heartbeat_loop();
   void heartbeat();
-  bool epoch_complete_locked() const;
+  // A live worker whose batches of the current epoch have not all landed.
+  struct Shortfall {
+    uint64_t worker, delivered, landed;
+  };
+  // nullopt until the coordinator declares the current epoch complete; then
+  // the workers whose batches the reader still waits for.
+  std::optional<std::vector<Shortfall>> epoch_shortfall_locked() const;
+  bool epoch_complete_locked() const {
+    const auto shortfall = epoch_shortfall_locked();
+    return shortfall && shortfall->empty();
+  }
   // What the current epoch still waits for, for a timeout's message.
   std::string epoch_waits_for_locked() const;
   void wake_heartbeat();
@@ -348,32 +360,26 @@ void Reader::Impl::heartbeat() {
   }
 }
 
-bool Reader::Impl::epoch_complete_locked() const {
-  if (!status_ || status_->iteration() != epoch_ || !status_->complete()) return false;
+std::optional<std::vector<Reader::Impl::Shortfall>> Reader::Impl::epoch_shortfall_locked() const {
+  if (!status_ || status_->iteration() != epoch_ || !status_->complete()) return std::nullopt;
+  std::vector<Shortfall> shortfall;
   for (const auto& expected : status_->expected()) {
     const uint64_t w = expected.worker_id();
     if (dead_workers_.contains(w) || failed_producers_.contains(w)) continue;
     auto landed = landed_.find({epoch_, w});
     const uint64_t have = landed == landed_.end() ? 0 : landed->second;
-    if (have < expected.batches()) return false;
+    if (have < expected.batches()) shortfall.push_back({w, expected.batches(), have});
   }
-  return true;
+  return shortfall;
 }
 
 std::string Reader::Impl::epoch_waits_for_locked() const {
-  if (!status_ || status_->iteration() != epoch_ || !status_->complete()) {
-    return fmt::format("the coordinator has not declared epoch {} complete", epoch_);
-  }
+  const auto shortfall = epoch_shortfall_locked();
+  if (!shortfall) return fmt::format("the coordinator has not declared epoch {} complete", epoch_);
   std::string missing;
-  for (const auto& expected : status_->expected()) {
-    const uint64_t w = expected.worker_id();
-    if (dead_workers_.contains(w) || failed_producers_.contains(w)) continue;
-    auto landed = landed_.find({epoch_, w});
-    const uint64_t have = landed == landed_.end() ? 0 : landed->second;
-    if (have < expected.batches()) {
-      missing += fmt::format("{}worker {} delivered {} batches, {} landed here",
-                             missing.empty() ? "" : "; ", w, expected.batches(), have);
-    }
+  for (const Shortfall& s : *shortfall) {
+    missing += fmt::format("{}worker {} delivered {} batches, {} landed here",
+                           missing.empty() ? "" : "; ", s.worker, s.delivered, s.landed);
   }
   return missing;
 }

@@ -136,7 +136,7 @@ ReceiverStats BatchReceiver::stats() const {
     total.senders_finished += s.senders_finished;
     total.senders_failed += s.senders_failed;
     total.slots_free += s.slots_free;
-    total.senders_by_thread.push_back(s.senders_by_thread.at(0));
+    total.senders_by_thread.push_back(shard->senders_served());
   }
   return total;
 }

@@ -55,7 +55,6 @@ Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions optio
     return invalid_argument(fmt::format("credits_per_sender ({}) exceeds slot_count ({})",
                                         options.credits_per_sender, options.slot_count));
   }
-  if (!options.landing_memory) options.landing_memory = host_memory_resource();
   std::shared_ptr<ReceiverCore> core(new ReceiverCore(std::move(options), std::move(placement)));
   STOKER_RETURN_IF_ERROR(core->init());
   core->thread_ = std::thread([raw = core.get()] { raw->run(); });
@@ -735,7 +734,6 @@ ReceiverStats ReceiverCore::stats() const {
   s.senders_finished = senders_finished_.load(std::memory_order_relaxed);
   s.senders_failed = senders_failed_.load(std::memory_order_relaxed);
   s.slots_free = slots_free_.load(std::memory_order_relaxed);
-  s.senders_by_thread = {load_.load(std::memory_order_relaxed)};
   return s;
 }
 

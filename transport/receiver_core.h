@@ -38,7 +38,8 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::shared_ptr<LandedQueue> landed;
     std::vector<ReceiverCore*> siblings;
   };
-  // `options.slot_count` is this shard's part of the pool.
+  // `options.slot_count` is this shard's part of the pool; landing_memory
+  // is set (BatchReceiver::start defaults it).
   static Result<std::shared_ptr<ReceiverCore>> create(ReceiverOptions options, Placement placement);
   ReceiverCore(const ReceiverCore&) = delete;
   ReceiverCore& operator=(const ReceiverCore&) = delete;
@@ -50,7 +51,10 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // The batch in `slot`, which the landed queue named for this shard.
   LandedBatch take(uint32_t slot);
   void release(uint32_t slot);
+  // This shard's counters; senders_by_thread is the receiver's to fill.
   ReceiverStats stats() const;
+  // Senders this shard serves, or will once it accepts those handed to it.
+  uint32_t senders_served() const { return load_.load(std::memory_order_relaxed); }
 
   // Shard 0 only: where senders connect.
   std::string address() const { return address_; }

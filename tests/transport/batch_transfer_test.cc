@@ -32,6 +32,21 @@ BatchDescriptor describe(uint64_t sequence, size_t bytes) {
   return d;
 }
 
+// Sends `count` patterned 8 KiB batches numbered 0.. with split id `split`
+// (one in flight at a time: the payload buffer is reused), then closes.
+void send_numbered(BatchSender& sender, uint64_t split, uint64_t count) {
+  std::vector<std::byte> payload(8192);
+  for (uint64_t i = 0; i < count; ++i) {
+    fill_pattern(payload, i);
+    BatchDescriptor d = describe(i, payload.size());
+    d.split_id = split;
+    const Status posted = sender.post(d, payload, nullptr, 10s);
+    ASSERT_TRUE(posted.is_ok()) << posted.to_string();
+    ASSERT_TRUE(sender.flush(10s).is_ok());
+  }
+  ASSERT_TRUE(sender.close(10s).is_ok());
+}
+
 struct Transport {
   const char* tls;
   PushMode mode;
@@ -147,15 +162,7 @@ TEST_P(BatchTransfer, ManySendersShareOnePool) {
     threads.emplace_back([&, s] {
       auto sender = connect(*receiver, "sender-" + std::to_string(s));
       ASSERT_TRUE(sender);
-      std::vector<std::byte> payload(8192);
-      for (uint64_t i = 0; i < kBatches; ++i) {
-        fill_pattern(payload, i);
-        BatchDescriptor d = describe(i, payload.size());
-        d.split_id = static_cast<uint64_t>(s);
-        ASSERT_TRUE(sender->post(d, payload, nullptr, 10s).is_ok());
-        ASSERT_TRUE(sender->flush(10s).is_ok());  // payload is reused
-      }
-      ASSERT_TRUE(sender->close(10s).is_ok());
+      send_numbered(*sender, static_cast<uint64_t>(s), kBatches);
     });
   }
   std::map<uint64_t, uint64_t> next_sequence;  // per sender (split_id)
@@ -195,18 +202,7 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
 
   std::vector<std::thread> threads;
   for (size_t s = 0; s < kSenders; ++s) {
-    threads.emplace_back([&, s] {
-      std::vector<std::byte> payload(8192);
-      for (uint64_t i = 0; i < kBatches; ++i) {
-        fill_pattern(payload, i);
-        BatchDescriptor d = describe(i, payload.size());
-        d.split_id = s;
-        const Status posted = senders[s]->post(d, payload, nullptr, 10s);
-        ASSERT_TRUE(posted.is_ok()) << posted.to_string();
-        ASSERT_TRUE(senders[s]->flush(10s).is_ok());  // payload is reused
-      }
-      ASSERT_TRUE(senders[s]->close(10s).is_ok());
-    });
+    threads.emplace_back([&, s] { send_numbered(*senders[s], s, kBatches); });
   }
   std::map<uint64_t, uint64_t> next_sequence;  // per sender (split_id)
   std::map<uint64_t, uint32_t> sender_of_split;
@@ -219,7 +215,7 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
     const auto& d = batch->descriptor();
     EXPECT_EQ(d.sequence, next_sequence[d.split_id]++);
     EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
-    auto [it, first] = sender_of_split.emplace(d.split_id, batch->sender_id());
+    const auto it = sender_of_split.emplace(d.split_id, batch->sender_id()).first;
     EXPECT_EQ(it->second, batch->sender_id()) << "a sender's id is the same on every batch";
     held.push_back(std::move(batch).value());
     if (held.size() > 3) held.erase(held.begin());

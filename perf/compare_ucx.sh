@@ -75,9 +75,10 @@ run_ucx() {  # tls size
   wait "$server" || true
 }
 
-# stoker-perf: one server, `senders` client processes; the server's MBps.
-threads_for() { [[ $1 -gt 1 ]] && echo "$receiver_threads" || echo 1; }  # senders
+# Receiver progress threads for a point with `senders` senders.
+threads_for() { [[ $1 -gt 1 ]] && echo "$receiver_threads" || echo 1; }
 
+# stoker-perf: one server, `senders` client processes; the server's MBps.
 run_stoker() {  # tls size senders
   local tls size=$2 senders=$3 portfile="$work/port"
   tls=$(stoker_tls "$1")

@@ -7,18 +7,29 @@
 # and, for the fan-in check, the same line with senders=<n> before the sizes
 # (stoker with n sender processes against ucx_perftest's single stream).
 # stoker's figure is the server's: a batch counts once it has fully landed in
-# a slot and the consumer has taken it. Each point is the median of --reps
-# alternating runs. MB/s are ucx_perftest's (2^20 bytes per second). Each
-# sender gets --credits landing slots (a window of 64 by default; ucx_perftest
-# keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
+# a slot and the consumer has taken it. Each point runs the two tools
+# alternately --reps times; the MB/s are the medians of each tool's runs, the
+# ratio the median of the reps' own ratios. MB/s are ucx_perftest's (2^20
+# bytes per second). Each sender gets --credits landing slots (a window of 64
+# by default; ucx_perftest keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
 # sender sends every batch from one buffer (--reuse-buffer); --ring sends from
 # a ring of --credits buffers instead, as a real producer would (colder caches).
 # --receiver-threads N gives the fan-in server N progress threads (the line
 # then says receiver_threads=N); single-sender points always use one.
+# --max-bytes-in-flight sets each sender's SenderOptions::max_bytes_in_flight
+# (16 MiB by default).
+#
+# Both tools run pinned the same way (taskset), as ucx_perftest -c would:
+# the server side on the first cores (one per receiver progress thread plus
+# one for the consumer, but never more than leaves a core for the senders),
+# each sender on the next core after them, round robin. Unpinned, the
+# scheduler moves the two sides between cores and a point swings by +-30% on
+# a 2-core VM; --no-pin turns it off.
 #
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
 #                       [--fanin-size BYTES] [--mode am|put|auto] [--receiver-threads N]
+#                       [--max-bytes-in-flight BYTES] [--no-pin]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -31,6 +42,8 @@ source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
 receiver_threads=1
+window=()  # the senders' default max_bytes_in_flight
+pin=1
 mode=auto  # stoker's push mode: active messages over TCP, put over shared memory
 port=$((20000 + RANDOM % 20000))
 
@@ -47,6 +60,8 @@ while [[ $# -gt 0 ]]; do
     --fanin-size) fanin_size=$2; shift 2 ;;
     --mode) mode=$2; shift 2 ;;
     --receiver-threads) receiver_threads=$2; shift 2 ;;
+    --max-bytes-in-flight) window=(--max-bytes-in-flight "$2"); shift 2 ;;
+    --no-pin) pin=0; shift ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -63,37 +78,62 @@ stoker_tls() { [[ $1 == sm ]] && echo sm,tcp || echo "$1"; }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
+# Receiver progress threads for a point with `senders` senders.
+threads_for() { [[ $1 -gt 1 ]] && echo "$receiver_threads" || echo 1; }
+
+cores=$(nproc)
+[[ $cores -ge 2 ]] || pin=0
+# How many cores the server side gets for `threads` progress threads.
+server_core_count() {  # threads
+  local n=$(($1 + 1))
+  echo $((n > cores - 1 ? cores - 1 : n))
+}
+server_cores() { echo "0-$(($(server_core_count "$1") - 1))"; }  # threads
+# The core of sender `s` (1-based): the cores after the server's, round robin.
+sender_core() {  # threads s
+  local first
+  first=$(server_core_count "$1")
+  echo $((first + ($2 - 1) % (cores - first)))
+}
+# Runs a command on those cores when pinning, as is otherwise.
+on_cores() {  # cores command...
+  local c=$1
+  shift
+  if [[ $pin == 1 ]]; then taskset -c "$c" "$@"; else "$@"; fi
+}
+
 # ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
 run_ucx() {  # tls size
   port=$((port + 1))
-  UCX_TLS=$(ucx_tls "$1") ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" \
-    >"$work/ucx_server.log" 2>&1 &
+  UCX_TLS=$(ucx_tls "$1") on_cores "$(server_cores 1)" \
+    ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" >"$work/ucx_server.log" 2>&1 &
   local server=$!
   sleep 0.3
-  UCX_TLS=$(ucx_tls "$1") timeout 120 ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" \
-    -p "$port" 127.0.0.1 2>&1 | awk '/Final:/ {print $7}'
+  UCX_TLS=$(ucx_tls "$1") on_cores "$(sender_core 1 1)" timeout 120 \
+    ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" 127.0.0.1 2>&1 |
+    awk '/Final:/ {print $7}'
   wait "$server" || true
 }
-
-# Receiver progress threads for a point with `senders` senders.
-threads_for() { [[ $1 -gt 1 ]] && echo "$receiver_threads" || echo 1; }
 
 # stoker-perf: one server, `senders` client processes; the server's MBps.
 run_stoker() {  # tls size senders
   local tls size=$2 senders=$3 portfile="$work/port"
   tls=$(stoker_tls "$1")
   rm -f "$portfile"
-  UCX_TLS=$tls "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" \
-    --senders "$senders" --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
-    --receiver-threads "$(threads_for "$senders")" >"$work/stoker_server.log" 2>&1 &
+  local threads
+  threads=$(threads_for "$senders")
+  UCX_TLS=$tls on_cores "$(server_cores "$threads")" \
+    "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" --senders "$senders" \
+    --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
+    --receiver-threads "$threads" >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
   local clients=()
   for s in $(seq "$senders"); do
-    UCX_TLS=$tls timeout 120 "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" \
-      --size "$size" --iterations "$iterations" --warmup 200 --buffers "$credits" "${source[@]}" \
-      --mode "$mode" --name "perf-$s" \
-      >"$work/stoker_client_$s.log" 2>&1 &
+    UCX_TLS=$tls on_cores "$(sender_core "$threads" "$s")" timeout 120 \
+      "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" --size "$size" \
+      --iterations "$iterations" --warmup 200 --buffers "$credits" "${source[@]}" \
+      "${window[@]}" --mode "$mode" --name "perf-$s" >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done
   for c in "${clients[@]}"; do wait "$c" || { cat "$work/stoker_client_"*.log >&2; return 1; }; done
@@ -102,19 +142,23 @@ run_stoker() {  # tls size senders
 }
 
 point() {  # tls size senders
-  local ucx=() stoker=()
+  local ucx=() stoker=() ratios=()
   for _ in $(seq "$reps"); do
     ucx+=("$(run_ucx "$1" "$2")")
     stoker+=("$(run_stoker "$1" "$2" "$3")")
+    ratios+=("$(awk -v u="${ucx[-1]}" -v s="${stoker[-1]}" 'BEGIN {print s / u}')")
   done
-  local u s
+  local u s r
   u=$(printf '%s\n' "${ucx[@]}" | median)
   s=$(printf '%s\n' "${stoker[@]}" | median)
+  # The median of each rep's own ratio: the two runs of a rep are seconds
+  # apart, while the machine's speed drifts over the minutes of a whole run.
+  r=$(printf '%s\n' "${ratios[@]}" | median)
   local extra=""
   [[ $3 -gt 1 ]] && extra="senders=$3 "
   [[ $(threads_for "$3") -gt 1 ]] && extra="${extra}receiver_threads=$(threads_for "$3") "
-  awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v extra="$extra" \
-    'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, s / u}'
+  awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v r="$r" -v extra="$extra" \
+    'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, r}'
 }
 
 for tls in $tls_list; do

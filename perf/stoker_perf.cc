@@ -222,6 +222,7 @@ struct ClientArgs {
   int timeout_ms = 30'000;
   bool verify = false;
   bool reuse_buffer = false;
+  std::string max_bytes_in_flight = std::to_string(stoker::SenderOptions{}.max_bytes_in_flight);
 };
 
 int run_client(const ClientArgs& args) {
@@ -239,8 +240,15 @@ int run_client(const ClientArgs& args) {
     }
     sizes.push_back(*size);
   }
-  auto sender = stoker::BatchSender::connect(
-      {.receiver_address = args.connect, .mode = *mode, .name = args.name});
+  auto max_bytes_in_flight = stoker::parse_byte_size(args.max_bytes_in_flight);
+  if (!max_bytes_in_flight.is_ok()) {
+    spdlog::error("bad --max-bytes-in-flight '{}'", args.max_bytes_in_flight);
+    return 2;
+  }
+  auto sender = stoker::BatchSender::connect({.receiver_address = args.connect,
+                                              .mode = *mode,
+                                              .name = args.name,
+                                              .max_bytes_in_flight = *max_bytes_in_flight});
   if (!sender.is_ok()) {
     spdlog::error("{}", sender.status().to_string());
     return 1;
@@ -363,6 +371,8 @@ int main(int argc, char** argv) {
   c->add_option("--name", client.name, "name shown in the server's log");
   c->add_option("--buffers", client.buffers, "send buffers in the ring")
       ->check(CLI::PositiveNumber);
+  c->add_option("--max-bytes-in-flight", client.max_bytes_in_flight,
+                "start a batch only below this many bytes in flight (0: credits alone)");
   c->add_flag("--verify", client.verify, "fill payloads with the pattern server --verify checks");
   c->add_flag("--reuse-buffer", client.reuse_buffer,
               "send everything from one buffer, as ucx_perftest does (no latency, no --verify)")

@@ -43,6 +43,7 @@ class BatchSender::Impl {
     Completion done;
     std::array<std::byte, kMaxHeaderBytes> header{};
     size_t header_bytes = 0;
+    size_t payload_bytes = 0;
   };
 
   static Result<std::unique_ptr<Impl>> connect(SenderOptions options);
@@ -66,6 +67,10 @@ class BatchSender::Impl {
   Status close(std::chrono::milliseconds timeout);
 
   uint32_t credits() const { return static_cast<uint32_t>(welcomed_ ? credits_.size() : 0); }
+  bool can_post() const {
+    const size_t window = options_.max_bytes_in_flight;
+    return credits() != 0 && (window == 0 || bytes_in_flight_ < window);
+  }
   size_t in_flight() const { return in_flight_; }
   uint32_t sender_id() const { return welcome_.sender_id; }
   uint64_t slot_bytes() const { return welcome_.slot_bytes; }
@@ -78,7 +83,7 @@ class BatchSender::Impl {
   Status progress_until(Done done, std::chrono::steady_clock::time_point deadline,
                         std::string_view what);
   void fail(Status why);
-  Op* acquire_op(Completion done);
+  Op* acquire_op(Completion done, size_t payload_bytes);
   void complete(Op* op, ucs_status_t status, std::string_view what);
   void run_completions();
   ucp_mem_h memh_for(std::span<const std::byte> payload) const;
@@ -116,6 +121,7 @@ class BatchSender::Impl {
   std::vector<std::byte> ready_notices_;  // put mode: u16 count, then BatchReady entries
   uint16_t ready_count_ = 0;
   size_t in_flight_ = 0;
+  size_t bytes_in_flight_ = 0;
   uint64_t completed_ = 0;  // ops ever completed
   std::vector<std::pair<Completion, Status>> due_;
   bool running_completions_ = false;
@@ -274,7 +280,7 @@ ucp_mem_h BatchSender::Impl::memh_for(std::span<const std::byte> payload) const 
   return nullptr;
 }
 
-BatchSender::Impl::Op* BatchSender::Impl::acquire_op(Completion done) {
+BatchSender::Impl::Op* BatchSender::Impl::acquire_op(Completion done, size_t payload_bytes) {
   if (free_ops_.empty()) {
     ops_.push_back(std::make_unique<Op>());
     ops_.back()->impl = this;
@@ -283,7 +289,9 @@ BatchSender::Impl::Op* BatchSender::Impl::acquire_op(Completion done) {
   Op* op = free_ops_.back();
   free_ops_.pop_back();
   op->done = std::move(done);
+  op->payload_bytes = payload_bytes;
   ++in_flight_;
+  bytes_in_flight_ += payload_bytes;
   return op;
 }
 
@@ -297,6 +305,7 @@ void BatchSender::Impl::complete(Op* op, ucs_status_t status, std::string_view w
   op->done = nullptr;
   free_ops_.push_back(op);
   --in_flight_;
+  bytes_in_flight_ -= op->payload_bytes;
 }
 
 void BatchSender::Impl::run_completions() {
@@ -366,10 +375,12 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
                                         payload.size(), welcome_.slot_bytes));
   }
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  STOKER_RETURN_IF_ERROR(
-      progress_until([this] { return !credits_.empty(); }, deadline, "waiting for a credit"));
-  const uint32_t slot = credits_.front();
-  Op* op = acquire_op(std::move(done));
+  STOKER_RETURN_IF_ERROR(progress_until([this] { return can_post(); }, deadline,
+                                        "waiting for a credit and room in the window"));
+  // The newest credit names the slot the receiver freed last, whose memory is
+  // the likeliest to still be in cache (put mode writes into it directly).
+  const uint32_t slot = credits_.back();
+  Op* op = acquire_op(std::move(done), payload.size());
   const bool put = options_.mode == PushMode::kPut;
   Result<size_t> encoded = put ? wire::BatchReady{.slot = slot, .descriptor = d}.encode(op->header)
                                : d.encode(op->header);
@@ -387,7 +398,7 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
         "tensors per batch",
         *encoded, worker_->max_am_header()));
   }
-  credits_.pop_front();
+  credits_.pop_back();
 
   ucp_request_param_t param{};
   param.op_attr_mask =
@@ -446,8 +457,8 @@ void BatchSender::Impl::poll() {
 }
 
 Status BatchSender::Impl::wait_for_credit(std::chrono::milliseconds timeout) {
-  return progress_until([this] { return !credits_.empty(); },
-                        std::chrono::steady_clock::now() + timeout, "waiting for a credit");
+  return progress_until([this] { return can_post(); }, std::chrono::steady_clock::now() + timeout,
+                        "waiting for a credit and room in the window");
 }
 
 Status BatchSender::Impl::wait_for_completion(std::chrono::milliseconds timeout) {
@@ -515,6 +526,7 @@ Status BatchSender::wait_for_completion(std::chrono::milliseconds timeout) {
 Status BatchSender::flush(std::chrono::milliseconds timeout) { return impl_->flush(timeout); }
 Status BatchSender::close(std::chrono::milliseconds timeout) { return impl_->close(timeout); }
 uint32_t BatchSender::credits() const { return impl_->credits(); }
+bool BatchSender::can_post() const { return impl_->can_post(); }
 size_t BatchSender::in_flight() const { return impl_->in_flight(); }
 uint32_t BatchSender::sender_id() const { return impl_->sender_id(); }
 uint64_t BatchSender::slot_bytes() const { return impl_->slot_bytes(); }

@@ -389,8 +389,10 @@ ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header
         fmt::format("{}-byte batch exceeds the {}-byte slot", length, self->options_.slot_bytes));
     reason = RejectReason::kOversizedBatch;
   }
-  const uint32_t slot = sender->granted.front();
-  sender->granted.pop_front();
+  // The newest granted slot is the one the consumer released last: its
+  // memory is the likeliest to still be in the CPU's cache.
+  const uint32_t slot = sender->granted.back();
+  sender->granted.pop_back();
   if (!bad.is_ok()) {
     self->reject(sender, reason, bad);
     self->return_slot(slot);  // the sender spent a credit on it: give it back

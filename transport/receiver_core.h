@@ -85,7 +85,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     ucp_ep_h data_ep = nullptr;  // UCX's endpoint for its data endpoint (not ours to close)
     bool finished = false;
     bool failed = false;
-    std::deque<uint32_t> granted;           // slots it may fill, oldest first
+    // Slots it may fill, oldest first. An active-message batch lands in the
+    // newest; a put names its own.
+    std::deque<uint32_t> granted;
     std::vector<uint32_t> credits_to_send;  // granted but not yet told
     uint32_t deficit = 0;                   // credits owed when slots free up
   };

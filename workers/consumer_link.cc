@@ -80,7 +80,7 @@ void ConsumerLink::push(BatchSender& sender) {
     sender.poll();
     if (!sender.health().is_ok()) return die(sender.health());
     const auto wait = in_flight_.empty() ? kIdleWait : kBusyWait;
-    if (sender.credits() == 0) {
+    if (!sender.can_post()) {
       if (Status st = sender.wait_for_credit(wait);
           !st.is_ok() && st.code() != StatusCode::kTimedOut) {
         return die(st);

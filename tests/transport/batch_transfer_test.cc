@@ -239,6 +239,45 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
   EXPECT_EQ(stats.senders_by_thread, none_served) << "senders that left are no one's load";
 }
 
+// max_bytes_in_flight bounds what a sender has in flight below its credits;
+// a window smaller than one batch still lets one through at a time.
+TEST_P(BatchTransfer, SenderKeepsItsBytesInFlightWithinItsWindow) {
+  constexpr size_t kBytes = 200 << 10;  // rendezvous-sized
+  auto receiver =
+      start_receiver({.slot_bytes = 256 << 10, .slot_count = 8, .credits_per_sender = 8});
+  ASSERT_TRUE(receiver);
+  for (const size_t window : {3 * kBytes - 1, size_t{1}}) {
+    const size_t most = window == 1 ? 1 : 3;
+    auto connected = BatchSender::connect({.receiver_address = receiver->address(),
+                                           .mode = GetParam().mode,
+                                           .max_bytes_in_flight = window});
+    ASSERT_TRUE(connected.is_ok()) << connected.status().to_string();
+    BatchSender& sender = **connected;
+    constexpr uint64_t kBatches = 40;
+    std::thread consumer([&] {
+      for (uint64_t i = 0; i < kBatches; ++i) {
+        auto batch = receiver->next(10s);
+        ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+        EXPECT_EQ(batch->descriptor().sequence, i) << "out of order";
+        EXPECT_TRUE(has_pattern(batch->payload(), i)) << "batch " << i << " is corrupt";
+      }
+    });
+    std::vector<std::vector<std::byte>> payloads(kBatches, std::vector<std::byte>(kBytes));
+    size_t peak = 0;
+    for (uint64_t i = 0; i < kBatches; ++i) {
+      fill_pattern(payloads[i], i);
+      const Status posted = sender.post(describe(i, kBytes), payloads[i], nullptr, 10s);
+      ASSERT_TRUE(posted.is_ok()) << posted.to_string();
+      peak = std::max(peak, sender.in_flight());
+      EXPECT_LE(sender.in_flight(), most) << "window " << window;
+    }
+    ASSERT_TRUE(sender.close(10s).is_ok());
+    consumer.join();
+    EXPECT_GE(peak, 1u);
+  }
+  EXPECT_EQ(receiver->stats().rejected_total(), 0u);
+}
+
 TEST_P(BatchTransfer, SenderRefusesBatchesItCannotSend) {
   auto receiver = start_receiver({.slot_bytes = 4096, .slot_count = 2, .credits_per_sender = 2});
   ASSERT_TRUE(receiver);

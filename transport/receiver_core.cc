@@ -143,6 +143,9 @@ void ReceiverCore::run() {
     const bool released = drain_releases();
     send_credits();
     reap_retired();
+    // Batches land in UCX callbacks, during progress and endpoint closes:
+    // wake the consumer once for all that landed in this turn.
+    placement_.landed->wake();
     const auto now = std::chrono::steady_clock::now();
     if (events != 0 || released) {
       last_event = now;

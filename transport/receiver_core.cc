@@ -522,8 +522,8 @@ ucs_status_t ReceiverCore::on_goodbye(void* arg, const void* /*header*/, size_t 
 }
 
 void ReceiverCore::on_sender_error(uint32_t sender_id, ucs_status_t status) {
-  // In active-message mode a clean goodbye travels on the data endpoint and
-  // the disconnect on the control endpoint, and UCX may report the second first. Decide once the
+  // A clean goodbye travels on the data endpoint and the disconnect on the
+  // control endpoint, and UCX may report the second first. Decide once the
   // worker has nothing more to deliver (settle_disconnects).
   disconnects_.push_back({sender_id, status, std::chrono::steady_clock::now()});
 }

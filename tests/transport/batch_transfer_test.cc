@@ -115,6 +115,12 @@ TEST_P(BatchTransfer, EveryBatchLandsIntactAndInOrder) {
   ASSERT_TRUE(sender->close(10s).is_ok());
   consumer.join();
   EXPECT_EQ(completed.load(), static_cast<int>(buffers.size()));
+  // The goodbye follows the last batch, and the progress thread may take it
+  // in a later turn than the one the consumer took that batch from.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (receiver->stats().senders_finished == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
   const ReceiverStats stats = receiver->stats();
   EXPECT_EQ(stats.batches_landed, buffers.size());
   EXPECT_EQ(stats.rejected_total(), 0u);

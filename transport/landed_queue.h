@@ -24,25 +24,22 @@ class LandedQueue {
   };
 
   // Queues a landed slot without waking the consumer: a progress thread
-  // lands several batches in one turn of its UCX worker and wakes the
-  // consumer once, after the turn (wake()). Waking it per batch cost a
-  // context switch per batch where both share a core.
+  // lands several batches in one turn of its UCX worker and calls wake()
+  // once, after the turn. Waking it per batch cost a context switch per
+  // batch where both share a core.
   void push(Landed landed) {
     std::lock_guard lock(mu_);
     landed_.push_back(landed);
-    ++unannounced_;
   }
 
-  // Wakes the consumer for what push() queued since the last call.
+  // Wakes a consumer waiting in pop(), if there is one.
   void wake() {
-    bool wake;
+    bool waiting;
     {
       std::lock_guard lock(mu_);
-      if (unannounced_ == 0) return;
-      unannounced_ = 0;
-      wake = waiting_ > 0;
+      waiting = waiting_ > 0;
     }
-    if (wake) cv_.notify_one();  // a futex call only when someone sleeps
+    if (waiting) cv_.notify_one();  // a futex call only when someone sleeps
   }
 
   // The oldest landed slot. kTimedOut when none lands within `timeout`;
@@ -72,7 +69,6 @@ class LandedQueue {
   std::condition_variable cv_;
   std::deque<Landed> landed_;
   int waiting_ = 0;
-  size_t unannounced_ = 0;  // pushed since the last wake()
   bool stopped_ = false;
 };
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "transport/data_plane_messages.h"
 #include "transport/host_identity.h"
@@ -145,7 +146,7 @@ void ReceiverCore::run() {
     reap_retired();
     // Batches land in UCX callbacks, during progress and endpoint closes:
     // wake the consumer once for all that landed in this turn.
-    placement_.landed->wake();
+    if (std::exchange(landed_this_turn_, false)) placement_.landed->wake();
     const auto now = std::chrono::steady_clock::now();
     if (events != 0 || released) {
       last_event = now;
@@ -661,6 +662,7 @@ void ReceiverCore::land(uint32_t slot) {
   batches_landed_.fetch_add(1, std::memory_order_relaxed);
   bytes_landed_.fetch_add(s.descriptor.payload_bytes, std::memory_order_relaxed);
   placement_.landed->push({placement_.shard, slot});
+  landed_this_turn_ = true;
 }
 
 bool ReceiverCore::drain_releases() {

@@ -160,6 +160,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     std::chrono::steady_clock::time_point when;
   };
   std::vector<Disconnect> disconnects_;  // to settle
+  bool landed_this_turn_ = false;        // the consumer is owed a wake-up
   uint32_t next_sender_id_ = 0;          // ids are unique across shards: shard + k * shard_count
 
   // Shard 0 -> this shard: connection requests to accept here.

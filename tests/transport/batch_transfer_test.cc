@@ -47,6 +47,29 @@ void send_numbered(BatchSender& sender, uint64_t split, uint64_t count) {
   ASSERT_TRUE(sender.close(10s).is_ok());
 }
 
+// The next landed batch, checked against the send_numbered() stream it
+// belongs to: next in its sender's order (`next_sequence`, per split id) and
+// intact.
+LandedBatch next_numbered(BatchReceiver& receiver, std::map<uint64_t, uint64_t>& next_sequence) {
+  auto batch = receiver.next(10s);
+  EXPECT_TRUE(batch.is_ok()) << batch.status().to_string();
+  if (!batch.is_ok()) return {};
+  const auto& d = batch->descriptor();
+  EXPECT_EQ(d.sequence, next_sequence[d.split_id]++);
+  EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
+  return std::move(batch).value();
+}
+
+// Releases and goodbyes reach a progress thread asynchronously: waits up to
+// 5 s for `settled` to hold.
+template <typename Settled>
+void wait_until(Settled settled) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (!settled() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+}
+
 struct Transport {
   const char* tls;
   PushMode mode;
@@ -117,10 +140,7 @@ TEST_P(BatchTransfer, EveryBatchLandsIntactAndInOrder) {
   EXPECT_EQ(completed.load(), static_cast<int>(buffers.size()));
   // The goodbye follows the last batch, and the progress thread may take it
   // in a later turn than the one the consumer took that batch from.
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (receiver->stats().senders_finished == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  wait_until([&] { return receiver->stats().senders_finished != 0; });
   const ReceiverStats stats = receiver->stats();
   EXPECT_EQ(stats.batches_landed, buffers.size());
   EXPECT_EQ(stats.rejected_total(), 0u);
@@ -173,18 +193,10 @@ TEST_P(BatchTransfer, ManySendersShareOnePool) {
   }
   std::map<uint64_t, uint64_t> next_sequence;  // per sender (split_id)
   for (uint64_t n = 0; n < kSenders * kBatches; ++n) {
-    auto batch = receiver->next(10s);
-    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
-    const auto& d = batch->descriptor();
-    EXPECT_EQ(d.sequence, next_sequence[d.split_id]++);
-    EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
+    ASSERT_NE(next_numbered(*receiver, next_sequence).sender_id(), 0u) << "nothing landed";
   }
   for (auto& t : threads) t.join();
-  // Releases and goodbyes reach the progress thread asynchronously.
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (receiver->stats().slots_free != 12u && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  wait_until([&] { return receiver->stats().slots_free == 12u; });
   const ReceiverStats stats = receiver->stats();
   EXPECT_EQ(stats.senders_finished, static_cast<uint64_t>(kSenders));
   EXPECT_EQ(stats.slots_free, 12u) << "every slot returns once senders are gone";
@@ -216,14 +228,11 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
   // sender would wait for a slot only the next batch would free).
   std::vector<LandedBatch> held;
   for (uint64_t n = 0; n < kSenders * kBatches; ++n) {
-    auto batch = receiver->next(10s);
-    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
-    const auto& d = batch->descriptor();
-    EXPECT_EQ(d.sequence, next_sequence[d.split_id]++);
-    EXPECT_TRUE(has_pattern(batch->payload(), d.sequence));
-    const auto it = sender_of_split.emplace(d.split_id, batch->sender_id()).first;
-    EXPECT_EQ(it->second, batch->sender_id()) << "a sender's id is the same on every batch";
-    held.push_back(std::move(batch).value());
+    LandedBatch batch = next_numbered(*receiver, next_sequence);
+    ASSERT_NE(batch.sender_id(), 0u);
+    const auto it = sender_of_split.emplace(batch.descriptor().split_id, batch.sender_id()).first;
+    EXPECT_EQ(it->second, batch.sender_id()) << "a sender's id is the same on every batch";
+    held.push_back(std::move(batch));
     if (held.size() > 3) held.erase(held.begin());
   }
   held.clear();
@@ -231,13 +240,11 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
   std::set<uint32_t> ids;
   for (const auto& [split, id] : sender_of_split) ids.insert(id);
   EXPECT_EQ(ids.size(), kSenders) << "sender ids are unique across threads";
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
   const std::vector<uint32_t> none_served{0, 0, 0};
-  while (
-      (receiver->stats().slots_free != 24u || receiver->stats().senders_by_thread != none_served) &&
-      std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(5ms);
-  }
+  wait_until([&] {
+    const ReceiverStats settled = receiver->stats();
+    return settled.slots_free == 24u && settled.senders_by_thread == none_served;
+  });
   const ReceiverStats stats = receiver->stats();
   EXPECT_EQ(stats.batches_landed, kSenders * kBatches);
   EXPECT_EQ(stats.senders_finished, static_cast<uint64_t>(kSenders));

@@ -3,6 +3,13 @@
 #include "stoker/landing.h"
 
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
 
 #include "stoker/batch_receiver.h"
 
@@ -61,6 +68,21 @@ TEST(MemoryResources, HostAllocatesPageAlignedMemory) {
   EXPECT_EQ(buffer->kind(), MemoryKind::kHost);
   buffer->data()[9999] = std::byte{1};  // writable to the end
   EXPECT_EQ((*host)->allocate(0).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Landing memory is faulted in when it is allocated, so that no batch pays
+// for zeroing a fresh page in the middle of a stream.
+TEST(MemoryResources, HostMemoryIsResidentWhenAllocated) {
+  auto host = make_memory_resource(MemoryKind::kHost);
+  ASSERT_TRUE(host.is_ok());
+  constexpr size_t kBytes = 8 << 20;
+  auto buffer = (*host)->allocate(kBytes);
+  ASSERT_TRUE(buffer.is_ok());
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident(kBytes / page);
+  ASSERT_EQ(mincore(buffer->data(), kBytes, resident.data()), 0) << std::strerror(errno);
+  EXPECT_EQ(std::count_if(resident.begin(), resident.end(), [](unsigned char r) { return r & 1; }),
+            static_cast<std::ptrdiff_t>(resident.size()));
 }
 
 TEST(MemoryResources, CudaKindsFailPreciselyWithoutAGpu) {

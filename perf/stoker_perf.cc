@@ -28,6 +28,7 @@
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
 #include "stoker/landing.h"
+#include "stoker/memory.h"
 
 namespace {
 
@@ -255,7 +256,15 @@ int run_client(const ClientArgs& args) {
   }
   auto& tx = **sender;
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
-  std::vector<std::byte> ring(max_size * (args.reuse_buffer ? 1 : args.buffers));
+  // From the host memory resource, as a worker's send arena is
+  // (workers/send_arena.cc): huge pages where the kernel has them, faulted in.
+  auto ring_buffer =
+      stoker::host_memory_resource()->allocate(max_size * (args.reuse_buffer ? 1 : args.buffers));
+  if (!ring_buffer.is_ok()) {
+    spdlog::error("{}", ring_buffer.status().to_string());
+    return 1;
+  }
+  const std::span<std::byte> ring(ring_buffer->data(), ring_buffer->size());
   if (Status st = tx.register_buffer(ring.data(), ring.size()); !st.is_ok()) {
     spdlog::warn("{} (sending without registration)", st.to_string());
   }

@@ -142,7 +142,8 @@ void ReceiverCore::run() {
     if (has_adopted_.load(std::memory_order_acquire)) accept_adopted();
     settle_disconnects(/*idle=*/events == 0);
     const bool released = drain_releases();
-    send_credits();
+    // A turn with nothing to do sends every credit still held back.
+    send_credits(/*all=*/events == 0 && !released);
     reap_retired();
     // Batches land in UCX callbacks, during progress and endpoint closes:
     // wake the consumer once for all that landed in this turn.
@@ -676,9 +677,19 @@ bool ReceiverCore::drain_releases() {
   return true;
 }
 
-void ReceiverCore::send_credits() {
+bool ReceiverCore::credits_due(const Sender& sender) const {
+  const size_t pending = sender.credits_to_send.size();
+  if (pending >= credit_batch_) return true;
+  // What the sender holds, or has spent on batches still on their way: when
+  // that runs low, waiting for a fuller message would stall it.
+  const size_t told = sender.granted.size() > pending ? sender.granted.size() - pending : 0;
+  return told < credit_batch_;
+}
+
+void ReceiverCore::send_credits(bool all) {
   for (auto& s : senders_) {
     if (s->credits_to_send.empty() && !s->confirm_attach) continue;
+    if (!all && !s->confirm_attach && !credits_due(*s)) continue;
     s->confirm_attach = false;
     const auto& slots = s->credits_to_send;
     for (size_t first = 0; first == 0 || first < slots.size();

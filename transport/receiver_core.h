@@ -7,6 +7,7 @@
 // queue (batches out) and the shard's release queue (slots back in).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <memory>
@@ -131,13 +132,19 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   void land(uint32_t slot);
   void accept_ready(Sender& sender, const wire::BatchReady& ready);
   bool drain_releases();
-  void send_credits();
+  // Credits go out in messages of credit_batch_ or more while the sender has
+  // enough in hand; all of them when `all` (a turn with nothing else to do).
+  bool credits_due(const Sender& sender) const;
+  void send_credits(bool all);
   void retire(Sender& sender);
   void reap_retired();
   void emit(PeerEvent::Kind kind, const Sender& sender, Status status = Status::ok());
 
   ReceiverOptions options_;
   Placement placement_;
+  // An eighth of a sender's credits: one control message per that many
+  // released batches instead of one per batch (docs/protocol.md §7).
+  size_t credit_batch_ = std::max<size_t>(1, options_.credits_per_sender / 8);
   std::shared_ptr<ucx::Context> context_;
   std::unique_ptr<ucx::Worker> worker_;
   Buffer pool_;

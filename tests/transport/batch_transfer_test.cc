@@ -291,6 +291,60 @@ TEST_P(BatchTransfer, SenderKeepsItsBytesInFlightWithinItsWindow) {
   EXPECT_EQ(receiver->stats().rejected_total(), 0u);
 }
 
+// The receiver returns credits in groups while a sender has plenty in hand;
+// a lone release still comes back once the receiver has nothing else to do,
+// and every credit comes back exactly once.
+TEST_P(BatchTransfer, HeldBackCreditsAllComeBack) {
+  constexpr uint32_t kCredits = 16;  // groups of 2
+  auto receiver =
+      start_receiver({.slot_bytes = 4096, .slot_count = kCredits, .credits_per_sender = kCredits});
+  ASSERT_TRUE(receiver);
+  auto sender = connect(*receiver);
+  ASSERT_TRUE(sender);
+  const auto credits_become = [&](uint32_t n) {
+    wait_until([&] {
+      sender->poll();
+      return sender->credits() == n;
+    });
+    return sender->credits();
+  };
+  ASSERT_EQ(credits_become(kCredits), kCredits);
+  std::vector<std::byte> payload(1024);
+  uint64_t sequence = 0;
+  const auto post = [&](uint32_t count) {
+    for (uint32_t i = 0; i < count; ++i) {
+      fill_pattern(payload, sequence);
+      ASSERT_TRUE(sender->post(describe(sequence, payload.size()), payload, nullptr, 5s).is_ok());
+      ++sequence;
+    }
+    ASSERT_TRUE(sender->flush(5s).is_ok());
+  };
+  post(4);
+  std::vector<LandedBatch> held;
+  for (int i = 0; i < 4; ++i) {
+    auto batch = receiver->next(5s);
+    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+    held.push_back(std::move(batch).value());
+  }
+  // One release, fewer than a group, while the sender holds 12: it comes
+  // back when the receiver's progress thread next has nothing to do.
+  held[0].release();
+  EXPECT_EQ(credits_become(kCredits - 3), kCredits - 3);
+  for (auto& batch : held) batch.release();
+  EXPECT_EQ(credits_become(kCredits), kCredits);
+  // All of them, once: the sender can fill every slot again, and no more.
+  post(kCredits);
+  EXPECT_EQ(sender->credits(), 0u);
+  for (uint32_t i = 0; i < kCredits; ++i) {
+    auto batch = receiver->next(5s);
+    ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+    EXPECT_EQ(batch->descriptor().sequence, 4 + i);
+    EXPECT_TRUE(has_pattern(batch->payload(), 4 + i));
+  }
+  ASSERT_TRUE(sender->close(5s).is_ok());
+  EXPECT_EQ(receiver->stats().rejected_total(), 0u);
+}
+
 TEST_P(BatchTransfer, SenderRefusesBatchesItCannotSend) {
   auto receiver = start_receiver({.slot_bytes = 4096, .slot_count = 2, .credits_per_sender = 2});
   ASSERT_TRUE(receiver);

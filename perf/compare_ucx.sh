@@ -17,7 +17,9 @@
 # --receiver-threads N gives the fan-in server N progress threads (the line
 # then says receiver_threads=N); single-sender points always use one.
 # --max-bytes-in-flight sets each sender's SenderOptions::max_bytes_in_flight
-# (16 MiB by default).
+# (0 by default: the receiver's share decides); --receiver-window sets the
+# receiver's ReceiverOptions::max_bytes_in_flight, shared by its senders
+# (8 MiB by default).
 #
 # Both tools run pinned the same way (taskset), as ucx_perftest -c would:
 # the server side on the first cores (one per receiver progress thread plus
@@ -29,7 +31,7 @@
 #   perf/compare_ucx.sh [--stoker-perf PATH] [--tls "tcp sm"] [--sizes "65536 1048576 4194304"]
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
 #                       [--fanin-size BYTES] [--mode am|put|auto] [--receiver-threads N]
-#                       [--max-bytes-in-flight BYTES] [--no-pin]
+#                       [--max-bytes-in-flight BYTES] [--receiver-window BYTES] [--no-pin]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -42,7 +44,8 @@ source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
 receiver_threads=1
-window=()  # the senders' default max_bytes_in_flight
+window=()           # the senders' default max_bytes_in_flight
+receiver_window=()  # the receiver's default max_bytes_in_flight
 pin=1
 mode=auto  # stoker's push mode: active messages over TCP, put over shared memory
 port=$((20000 + RANDOM % 20000))
@@ -61,6 +64,7 @@ while [[ $# -gt 0 ]]; do
     --mode) mode=$2; shift 2 ;;
     --receiver-threads) receiver_threads=$2; shift 2 ;;
     --max-bytes-in-flight) window=(--max-bytes-in-flight "$2"); shift 2 ;;
+    --receiver-window) receiver_window=(--max-bytes-in-flight "$2"); shift 2 ;;
     --no-pin) pin=0; shift ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -125,7 +129,7 @@ run_stoker() {  # tls size senders
   UCX_TLS=$tls on_cores "$(server_cores "$threads")" \
     "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" --senders "$senders" \
     --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
-    --receiver-threads "$threads" >"$work/stoker_server.log" 2>&1 &
+    --receiver-threads "$threads" "${receiver_window[@]}" >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
   local clients=()

@@ -85,6 +85,7 @@ struct ServerArgs {
   std::string slot_bytes = "4M";
   uint32_t slots = 64;
   uint32_t credits = 16;
+  std::string max_bytes_in_flight = std::to_string(stoker::ReceiverOptions{}.max_bytes_in_flight);
   uint32_t receiver_threads = 1;
   std::string memory = "host";
   bool verify = false;
@@ -102,8 +103,9 @@ struct SizeStats {
 int run_server(const ServerArgs& args) {
   auto slot_bytes = stoker::parse_byte_size(args.slot_bytes);
   auto requested = stoker::parse_memory_kind(args.memory);
-  if (!slot_bytes.is_ok() || !requested) {
-    spdlog::error("bad --slot-bytes or --memory (host, pinned, device)");
+  auto max_bytes_in_flight = stoker::parse_byte_size(args.max_bytes_in_flight);
+  if (!slot_bytes.is_ok() || !requested || !max_bytes_in_flight.is_ok()) {
+    spdlog::error("bad --slot-bytes, --max-bytes-in-flight or --memory (host, pinned, device)");
     return 2;
   }
   auto transport = stoker::query_transport();
@@ -129,6 +131,7 @@ int run_server(const ServerArgs& args) {
   options.slot_bytes = *slot_bytes;
   options.slot_count = args.slots;
   options.credits_per_sender = args.credits;
+  options.max_bytes_in_flight = *max_bytes_in_flight;
   options.progress_threads = args.receiver_threads;
   options.landing_memory = *memory;
   options.on_peer_event = [&](const stoker::PeerEvent& e) {
@@ -362,6 +365,8 @@ int main(int argc, char** argv) {
   s->add_option("--slots", server.slots, "landing slots in the pool")->check(CLI::PositiveNumber);
   s->add_option("--credits", server.credits, "credits (window) per sender")
       ->check(CLI::PositiveNumber);
+  s->add_option("--max-bytes-in-flight", server.max_bytes_in_flight,
+                "bytes in flight to the receiver, shared by its senders (0: no limit)");
   s->add_option("--receiver-threads", server.receiver_threads,
                 "progress threads receiving (senders are spread over them)")
       ->check(CLI::PositiveNumber);
@@ -381,7 +386,8 @@ int main(int argc, char** argv) {
   c->add_option("--buffers", client.buffers, "send buffers in the ring")
       ->check(CLI::PositiveNumber);
   c->add_option("--max-bytes-in-flight", client.max_bytes_in_flight,
-                "start a batch only below this many bytes in flight (0: credits alone)");
+                "start a batch only below this many bytes in flight (0: the receiver's share "
+                "alone)");
   c->add_flag("--verify", client.verify, "fill payloads with the pattern server --verify checks");
   c->add_flag("--reuse-buffer", client.reuse_buffer,
               "send everything from one buffer, as ucx_perftest does (no latency, no --verify)")

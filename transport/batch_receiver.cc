@@ -82,6 +82,7 @@ Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions opti
     STOKER_ASSIGN_OR_RETURN(options.context, TransportContext::create());
   }
   auto landed = std::make_shared<detail::LandedQueue>();
+  auto streaming = std::make_shared<std::atomic<uint32_t>>(0);
   // Shards 1.. first: shard 0 starts listening as it is created and hands
   // senders to the others at once.
   std::vector<std::shared_ptr<detail::ReceiverCore>> shards(threads);
@@ -93,7 +94,8 @@ Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions opti
         std::move(part), {.shard = k,
                           .shard_count = threads,
                           .landed = landed,
-                          .siblings = k == 0 ? siblings : std::vector<detail::ReceiverCore*>{}});
+                          .siblings = k == 0 ? siblings : std::vector<detail::ReceiverCore*>{},
+                          .streaming = streaming});
     if (!shard.is_ok()) {
       for (auto& started : shards) {
         if (started) started->stop();

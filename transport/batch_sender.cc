@@ -68,8 +68,15 @@ class BatchSender::Impl {
 
   uint32_t credits() const { return static_cast<uint32_t>(welcomed_ ? credits_.size() : 0); }
   bool can_post() const {
-    const size_t window = options_.max_bytes_in_flight;
+    const size_t window = window_bytes();
     return credits() != 0 && (window == 0 || bytes_in_flight_ < window);
+  }
+  // The smaller of our own window and the receiver's share; 0: no limit.
+  size_t window_bytes() const {
+    const size_t ours = options_.max_bytes_in_flight;
+    const size_t theirs = receiver_window_;
+    if (ours == 0 || theirs == 0) return std::max(ours, theirs);
+    return std::min(ours, theirs);
   }
   size_t in_flight() const { return in_flight_; }
   uint32_t sender_id() const { return welcome_.sender_id; }
@@ -122,7 +129,8 @@ class BatchSender::Impl {
   uint16_t ready_count_ = 0;
   size_t in_flight_ = 0;
   size_t bytes_in_flight_ = 0;
-  uint64_t completed_ = 0;  // ops ever completed
+  size_t receiver_window_ = 0;  // our share of the receiver's window, from its credits
+  uint64_t completed_ = 0;      // ops ever completed
   std::vector<std::pair<Completion, Status>> due_;
   bool running_completions_ = false;
 };
@@ -262,6 +270,7 @@ ucs_status_t BatchSender::Impl::on_credit(void* arg, const void* header, size_t 
     return UCS_OK;
   }
   self->credits_.insert(self->credits_.end(), credit->slots.begin(), credit->slots.end());
+  self->receiver_window_ = credit->window_bytes;
   self->attached_ = true;
   return UCS_OK;
 }
@@ -530,6 +539,7 @@ Status BatchSender::flush(std::chrono::milliseconds timeout) { return impl_->flu
 Status BatchSender::close(std::chrono::milliseconds timeout) { return impl_->close(timeout); }
 uint32_t BatchSender::credits() const { return impl_->credits(); }
 bool BatchSender::can_post() const { return impl_->can_post(); }
+size_t BatchSender::window_bytes() const { return impl_->window_bytes(); }
 size_t BatchSender::in_flight() const { return impl_->in_flight(); }
 uint32_t BatchSender::sender_id() const { return impl_->sender_id(); }
 uint64_t BatchSender::slot_bytes() const { return impl_->slot_bytes(); }

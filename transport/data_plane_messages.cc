@@ -193,8 +193,9 @@ Result<Refusal> Refusal::decode(std::span<const std::byte> in) {
 }
 
 std::vector<std::byte> Credit::encode() const {
-  std::vector<std::byte> buf(4 + 4 * slots.size());
+  std::vector<std::byte> buf(8 + 4 + 4 * slots.size());
   ByteWriter w(buf);
+  w.put(window_bytes);
   w.put(static_cast<uint32_t>(slots.size()));
   for (uint32_t s : slots) w.put(s);
   return finish(std::move(buf), w);
@@ -202,12 +203,14 @@ std::vector<std::byte> Credit::encode() const {
 
 Result<Credit> Credit::decode(std::span<const std::byte> in, uint32_t slot_count) {
   ByteReader r(in);
+  const auto window_bytes = r.get<uint64_t>();
   const auto n = r.get<uint32_t>();
   if (n > kMaxCreditsPerMessage) {
     return protocol_error(fmt::format("credit message grants {} slots (at most {} allowed)", n,
                                       kMaxCreditsPerMessage));
   }
   Credit m;
+  m.window_bytes = window_bytes;
   m.slots.resize(n);
   for (uint32_t& s : m.slots) {
     s = r.get<uint32_t>();

@@ -17,7 +17,7 @@ namespace stoker::wire {
 
 // Version of the handshake, credit and ready messages. A peer with another
 // version is refused with a message naming both.
-inline constexpr uint16_t kDataPlaneVersion = 2;
+inline constexpr uint16_t kDataPlaneVersion = 3;
 inline constexpr uint32_t kHelloMagic = 0x4C454853;  // "SHEL"
 inline constexpr size_t kMaxNameBytes = 64;
 inline constexpr size_t kMaxAccessTokenBytes = 128;
@@ -87,7 +87,10 @@ struct Refusal {
 
 // One credit per slot id granted. The first credit message after an attach
 // may be empty: it confirms the attach when the pool has no slot to spare.
+// Every one carries the sender's current share of the receiver's byte
+// window, and one may be sent empty just to change it.
 struct Credit {
+  uint64_t window_bytes = 0;  // 0: the receiver sets no limit
   std::vector<uint32_t> slots;
 
   std::vector<std::byte> encode() const;

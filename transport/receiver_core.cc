@@ -56,6 +56,7 @@ Result<std::shared_ptr<ReceiverCore>> ReceiverCore::create(ReceiverOptions optio
     return invalid_argument(fmt::format("credits_per_sender ({}) exceeds slot_count ({})",
                                         options.credits_per_sender, options.slot_count));
   }
+  if (!placement.streaming) placement.streaming = std::make_shared<std::atomic<uint32_t>>(0);
   std::shared_ptr<ReceiverCore> core(new ReceiverCore(std::move(options), std::move(placement)));
   STOKER_RETURN_IF_ERROR(core->init());
   core->thread_ = std::thread([raw = core.get()] { raw->run(); });
@@ -355,6 +356,7 @@ ucs_status_t ReceiverCore::on_attach(void* arg, const void* header, size_t heade
   sender->data_ep = param->reply_ep;
   sender->mode = attach->mode;
   sender->attached = true;
+  self->set_streaming(*sender, true);
   self->senders_connected_.fetch_add(1, std::memory_order_relaxed);
   self->grant(*sender, self->options_.credits_per_sender);
   sender->confirm_attach = true;  // even with no slot to spare, answer
@@ -508,6 +510,7 @@ ucs_status_t ReceiverCore::on_goodbye(void* arg, const void* /*header*/, size_t 
   Sender* sender = self->find_sender(param);
   if (sender == nullptr || sender->finished) return UCS_OK;
   sender->finished = true;
+  self->set_streaming(*sender, false);
   self->senders_finished_.fetch_add(1, std::memory_order_relaxed);
   self->emit(PeerEvent::Kind::kFinished, *sender);
   spdlog::debug("receiver: {} finished", sender->label);
@@ -539,6 +542,7 @@ void ReceiverCore::settle_disconnects(bool idle) {
     if (sender == nullptr) continue;
     if (!sender->finished) {
       sender->failed = true;
+      set_streaming(*sender, false);
       senders_failed_.fetch_add(1, std::memory_order_relaxed);
       const Status why = ucx::from_ucs(status, fmt::format("{} failed", sender->label));
       spdlog::warn("receiver: {}; returning its {} granted slots", why.message(),
@@ -570,6 +574,7 @@ void ReceiverCore::reclaim_landing_slots(uint32_t sender_id) {
 }
 
 void ReceiverCore::retire(Sender& sender) {
+  set_streaming(sender, false);
   while (!sender.granted.empty()) {
     const uint32_t slot = sender.granted.front();
     sender.granted.pop_front();
@@ -686,17 +691,41 @@ bool ReceiverCore::credits_due(const Sender& sender) const {
   return told < credit_batch_;
 }
 
+void ReceiverCore::set_streaming(Sender& sender, bool streaming) {
+  if (sender.streaming == streaming) return;
+  sender.streaming = streaming;
+  if (streaming) {
+    placement_.streaming->fetch_add(1, std::memory_order_relaxed);
+  } else {
+    placement_.streaming->fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+uint64_t ReceiverCore::window_share() const {
+  const uint64_t budget = options_.max_bytes_in_flight;
+  if (budget == 0) return 0;
+  const uint32_t senders =
+      std::max<uint32_t>(1, placement_.streaming->load(std::memory_order_relaxed));
+  return std::max<uint64_t>(1, budget / senders);  // 0 would mean no limit
+}
+
 void ReceiverCore::send_credits(bool all) {
+  // A sender joining or leaving changes everyone's share: tell every sender,
+  // with credits or without.
+  const uint64_t window = window_share();
+  const bool window_changed = std::exchange(announced_window_, window) != window;
   for (auto& s : senders_) {
-    if (s->credits_to_send.empty() && !s->confirm_attach) continue;
-    if (!all && !s->confirm_attach && !credits_due(*s)) continue;
+    const bool tell = s->confirm_attach || (window_changed && s->streaming);
+    if (s->credits_to_send.empty() && !tell) continue;
+    if (!all && !tell && !credits_due(*s)) continue;
     s->confirm_attach = false;
     const auto& slots = s->credits_to_send;
     for (size_t first = 0; first == 0 || first < slots.size();
          first += wire::kMaxCreditsPerMessage) {
       const size_t n = std::min(wire::kMaxCreditsPerMessage, slots.size() - first);
-      wire::Credit credit{{slots.begin() + static_cast<std::ptrdiff_t>(first),
-                           slots.begin() + static_cast<std::ptrdiff_t>(first + n)}};
+      wire::Credit credit{.window_bytes = window,
+                          .slots = {slots.begin() + static_cast<std::ptrdiff_t>(first),
+                                    slots.begin() + static_cast<std::ptrdiff_t>(first + n)}};
       if (Status st = ucx::send_control_am(s->ep->get(), static_cast<uint16_t>(wire::AmId::kCredit),
                                            credit.encode());
           !st.is_ok()) {

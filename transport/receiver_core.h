@@ -38,6 +38,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     uint32_t shard_count = 1;
     std::shared_ptr<LandedQueue> landed;
     std::vector<ReceiverCore*> siblings;
+    // Senders streaming to the whole receiver (every shard): they share its
+    // max_bytes_in_flight. Null: this shard counts its own.
+    std::shared_ptr<std::atomic<uint32_t>> streaming;
   };
   // `options.slot_count` is this shard's part of the pool; landing_memory
   // is set (BatchReceiver::start defaults it).
@@ -86,6 +89,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     ucp_ep_h data_ep = nullptr;  // UCX's endpoint for its data endpoint (not ours to close)
     bool finished = false;
     bool failed = false;
+    bool streaming = false;  // counted in Placement::streaming: attached, not yet gone
     // Slots it may fill, oldest first. An active-message batch lands in the
     // newest; a put names its own.
     std::deque<uint32_t> granted;
@@ -136,6 +140,10 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // enough in hand; all of them when `all` (a turn with nothing else to do).
   bool credits_due(const Sender& sender) const;
   void send_credits(bool all);
+  // Counts a sender in or out of the receiver's streaming senders.
+  void set_streaming(Sender& sender, bool streaming);
+  // Each streaming sender's share of options_.max_bytes_in_flight; 0: none.
+  uint64_t window_share() const;
   void retire(Sender& sender);
   void reap_retired();
   void emit(PeerEvent::Kind kind, const Sender& sender, Status status = Status::ok());
@@ -168,6 +176,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   };
   std::vector<Disconnect> disconnects_;  // to settle
   bool landed_this_turn_ = false;        // the consumer is owed a wake-up
+  uint64_t announced_window_ = 0;        // the window share our senders were last told
   uint32_t next_sender_id_ = 0;          // ids are unique across shards: shard + k * shard_count
 
   // Shard 0 -> this shard: connection requests to accept here.

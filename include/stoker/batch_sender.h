@@ -31,14 +31,11 @@ struct SenderOptions {
   std::string access_token;  // the receiver's ReceiverOptions::access_token, if it has one
   std::chrono::milliseconds connect_timeout{10'000};
   // post() starts a batch only while fewer bytes than this are in flight
-  // (so at least one always goes). The receiver lands each active-message
-  // batch in the slot released last; the fewer batches are in flight, the
-  // fewer slots are written in turn and the likelier that slot is still in
-  // the CPU's cache. Over TCP on a 2-core VM, 16 MiB took 1 MiB batches from
-  // 0.75 to 0.93 of ucx_perftest and 4 MiB ones from 0.99 to 1.11, where 64
-  // credits alone had up to 64 batches in flight (docs/perf.md). 0: credits
-  // alone limit what is in flight.
-  size_t max_bytes_in_flight = size_t{16} << 20;
+  // (so at least one always goes), nor more than the receiver's share for
+  // this sender of its own ReceiverOptions::max_bytes_in_flight, whichever
+  // is smaller. 0: the receiver's share alone limits it (and where the
+  // receiver sets none either, credits alone do).
+  size_t max_bytes_in_flight = 0;
   // The process's shared UCX context; empty: the sender creates its own.
   TransportContext context;
 };
@@ -80,8 +77,11 @@ class BatchSender {
   Status close(std::chrono::milliseconds timeout);
 
   uint32_t credits() const;  // credits in hand
-  // A credit in hand and room in max_bytes_in_flight: post() will not wait.
+  // A credit in hand and room in the window: post() will not wait.
   bool can_post() const;
+  // Payload bytes it lets in flight now: the smaller of max_bytes_in_flight
+  // and the receiver's latest share for it, ignoring a 0; 0: no limit.
+  size_t window_bytes() const;
   size_t in_flight() const;      // posted, not yet completed
   uint32_t sender_id() const;    // as the receiver numbered us
   uint64_t slot_bytes() const;   // the receiver's landing slot size

@@ -291,6 +291,58 @@ TEST_P(BatchTransfer, SenderKeepsItsBytesInFlightWithinItsWindow) {
   EXPECT_EQ(receiver->stats().rejected_total(), 0u);
 }
 
+// The receiver's max_bytes_in_flight is shared by the senders streaming to
+// it: each learns its share with its credits, and the shares change as
+// senders come and go.
+TEST_P(BatchTransfer, SendersShareTheReceiversWindow) {
+  constexpr size_t kBytes = 200 << 10;  // rendezvous-sized
+  constexpr size_t kBudget = 4 * kBytes;
+  auto receiver = start_receiver({.slot_bytes = 256 << 10,
+                                  .slot_count = 16,
+                                  .credits_per_sender = 8,
+                                  .max_bytes_in_flight = kBudget});
+  ASSERT_TRUE(receiver);
+  const auto window_becomes = [](BatchSender& sender, size_t window) {
+    wait_until([&] {
+      sender.poll();
+      return sender.window_bytes() == window;
+    });
+    return sender.window_bytes();
+  };
+  auto a = connect(*receiver, "a");
+  ASSERT_TRUE(a);
+  EXPECT_EQ(window_becomes(*a, kBudget), kBudget);
+  auto b = connect(*receiver, "b");
+  ASSERT_TRUE(b);
+  EXPECT_EQ(window_becomes(*b, kBudget / 2), kBudget / 2);
+  EXPECT_EQ(window_becomes(*a, kBudget / 2), kBudget / 2) << "not told of the second sender";
+
+  constexpr uint64_t kBatches = 30;
+  std::thread consumer([&] {
+    std::map<uint64_t, uint64_t> next_sequence;
+    for (uint64_t i = 0; i < 2 * kBatches; ++i) next_numbered(*receiver, next_sequence);
+  });
+  const auto stream = [&](BatchSender& sender, uint64_t split) {
+    std::vector<std::vector<std::byte>> payloads(kBatches, std::vector<std::byte>(kBytes));
+    for (uint64_t i = 0; i < kBatches; ++i) {
+      fill_pattern(payloads[i], i);
+      BatchDescriptor d = describe(i, kBytes);
+      d.split_id = split;
+      ASSERT_TRUE(sender.post(d, payloads[i], nullptr, 10s).is_ok());
+      EXPECT_LE(sender.in_flight(), 2u) << "more than its half of the receiver's window";
+    }
+    ASSERT_TRUE(sender.flush(10s).is_ok());
+  };
+  std::thread second([&] { stream(*b, 2); });
+  stream(*a, 1);
+  second.join();
+  consumer.join();
+  ASSERT_TRUE(b->close(10s).is_ok());
+  EXPECT_EQ(window_becomes(*a, kBudget), kBudget) << "a leaving sender's share goes to the others";
+  ASSERT_TRUE(a->close(10s).is_ok());
+  EXPECT_EQ(receiver->stats().rejected_total(), 0u);
+}
+
 // The receiver returns credits in groups while a sender has plenty in hand;
 // a lone release still comes back once the receiver has nothing else to do,
 // and every credit comes back exactly once.

@@ -63,17 +63,23 @@ TEST(DataPlaneMessages, WelcomeRoundTripsAndRejectsTruncation) {
 }
 
 TEST(DataPlaneMessages, CreditChecksSlotRangeAndCount) {
-  Credit c{{0, 5, 31}};
+  Credit c{.window_bytes = 3 << 20, .slots = {0, 5, 31}};
   auto ok = Credit::decode(c.encode(), 32);
   ASSERT_TRUE(ok.is_ok());
+  EXPECT_EQ(ok->window_bytes, 3u << 20);
   EXPECT_EQ(ok->slots, (std::vector<uint32_t>{0, 5, 31}));
   EXPECT_NE(Credit::decode(c.encode(), 16).status().message().find("slot 31 of a 16-slot pool"),
             std::string::npos);
   EXPECT_TRUE(Credit::decode(Credit{}.encode(), 32).is_ok());  // an attach confirmation
-  EXPECT_FALSE(Credit::decode(Credit{std::vector<uint32_t>(1025, 0)}.encode(), 32).is_ok());
-  auto bytes = c.encode();
-  bytes.pop_back();
-  EXPECT_FALSE(Credit::decode(bytes, 32).is_ok());
+  EXPECT_FALSE(
+      Credit::decode(Credit{.slots = std::vector<uint32_t>(1025, 0)}.encode(), 32).is_ok());
+  const auto bytes = c.encode();
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    EXPECT_FALSE(Credit::decode(std::span(bytes).first(n), 32).is_ok()) << n;
+  }
+  auto longer = bytes;
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(Credit::decode(longer, 32).is_ok()) << "trailing bytes";
 }
 
 TEST(DataPlaneMessages, RefusalAndAttachRoundTrip) {

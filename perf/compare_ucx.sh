@@ -8,8 +8,9 @@
 # (stoker with n sender processes against ucx_perftest's single stream).
 # stoker's figure is the server's: a batch counts once it has fully landed in
 # a slot and the consumer has taken it. Each point runs the two tools
-# alternately --reps times; the MB/s are the medians of each tool's runs, the
-# ratio the median of the reps' own ratios. MB/s are ucx_perftest's (2^20
+# alternately --reps times, each run moving about 12 GiB (3000 to 100000
+# messages; --iterations N fixes the count); the MB/s are the medians of each
+# tool's runs, the ratio the median of the reps' own ratios. MB/s are ucx_perftest's (2^20
 # bytes per second). Each sender gets --credits landing slots (a window of 64
 # by default; ucx_perftest keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
 # sender sends every batch from one buffer (--reuse-buffer); --ring sends from
@@ -37,7 +38,7 @@ set -euo pipefail
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
 tls_list="tcp sm"
 sizes="65536 1048576 4194304"
-iterations=3000
+iterations=auto  # per size: about 12 GiB a run, 3000 to 100000 messages
 reps=3
 credits=64
 source=(--reuse-buffer)
@@ -107,14 +108,24 @@ on_cores() {  # cores command...
 }
 
 # ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
+# Messages per run at `size`. Short runs swing by +-15% on a 2-core VM (3000
+# batches of 1 MiB last 0.4 s over TCP, while its socket buffers still tune
+# themselves); at about 12 GiB a run the same point settles within a few
+# percent (docs/perf.md).
+iterations_for() {  # size
+  if [[ $iterations != auto ]]; then echo "$iterations"; return; fi
+  local n=$(((12 << 30) / $1))
+  echo $((n < 3000 ? 3000 : n > 100000 ? 100000 : n))
+}
+
 run_ucx() {  # tls size
   port=$((port + 1))
   UCX_TLS=$(ucx_tls "$1") on_cores "$(server_cores 1)" \
-    ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" >"$work/ucx_server.log" 2>&1 &
+    ucx_perftest -t ucp_am_bw -s "$2" -n "$(iterations_for "$2")" -p "$port" >"$work/ucx_server.log" 2>&1 &
   local server=$!
   sleep 0.3
   UCX_TLS=$(ucx_tls "$1") on_cores "$(sender_core 1 1)" timeout 120 \
-    ucx_perftest -t ucp_am_bw -s "$2" -n "$iterations" -p "$port" 127.0.0.1 2>&1 |
+    ucx_perftest -t ucp_am_bw -s "$2" -n "$(iterations_for "$2")" -p "$port" 127.0.0.1 2>&1 |
     awk '/Final:/ {print $7}'
   wait "$server" || true
 }
@@ -136,7 +147,7 @@ run_stoker() {  # tls size senders
   for s in $(seq "$senders"); do
     UCX_TLS=$tls on_cores "$(sender_core "$threads" "$s")" timeout 120 \
       "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" --size "$size" \
-      --iterations "$iterations" --warmup 200 --buffers "$credits" "${source[@]}" \
+      --iterations "$(iterations_for "$size")" --warmup 200 --buffers "$credits" "${source[@]}" \
       "${window[@]}" --mode "$mode" --name "perf-$s" >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done
@@ -151,6 +162,7 @@ point() {  # tls size senders
     ucx+=("$(run_ucx "$1" "$2")")
     stoker+=("$(run_stoker "$1" "$2" "$3")")
     ratios+=("$(awk -v u="${ucx[-1]}" -v s="${stoker[-1]}" 'BEGIN {print s / u}')")
+    echo "rep: tls=$1 size=$2 senders=$3 ucx_MBps=${ucx[-1]} stoker_MBps=${stoker[-1]}" >&2
   done
   local u s r
   u=$(printf '%s\n' "${ucx[@]}" | median)

@@ -20,7 +20,7 @@
 # --max-bytes-in-flight sets each sender's SenderOptions::max_bytes_in_flight
 # (0 by default: the receiver's share decides); --receiver-window sets the
 # receiver's ReceiverOptions::max_bytes_in_flight, shared by its senders
-# (8 MiB by default).
+# (16 MiB by default).
 #
 # Both tools run pinned the same way (taskset), as ucx_perftest -c would:
 # the server side on the first cores (one per receiver progress thread plus

@@ -78,10 +78,11 @@ struct ReceiverOptions {
   // streaming to it: each is told its share with its credits and posts no
   // more than that at once (at least one batch always goes). Fewer bytes in
   // flight mean fewer slots written in turn, likelier still in the CPU's
-  // cache: on a 2-core VM four TCP senders into one receiver moved 0.82 of
-  // ucx_perftest's single stream with 16 MiB each and 0.93 with 2 MiB each
+  // cache; too few leave a sender's connection idle. On a 2-core VM four TCP
+  // senders of 1 MiB batches sharing 16 MiB moved more than with 16 MiB each
+  // in 3 of 4 paired runs, and more than sharing 8 MiB in 6 of 7
   // (docs/perf.md). 0: no limit from the receiver.
-  size_t max_bytes_in_flight = size_t{8} << 20;
+  size_t max_bytes_in_flight = size_t{16} << 20;
   // Threads receiving, each with its own UCX worker and an equal part of the
   // slots; each new sender goes to the one serving the fewest. One thread
   // lands a few GB/s (docs/perf.md); more help a receiver fed by many

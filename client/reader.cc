@@ -272,6 +272,7 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
                                                 .slot_bytes = slot_bytes,
                                                 .slot_count = options_.slots,
                                                 .credits_per_sender = options_.credits_per_worker,
+                                                .max_bytes_in_flight = options_.max_bytes_in_flight,
                                                 .progress_threads = options_.receiver_threads,
                                                 .access_token = access_token_,
                                                 .landing_memory = landing,

@@ -80,6 +80,9 @@ struct ReaderOptions {
   uint32_t slots = 32;
   size_t slot_bytes = 0;  // 0: the job's largest batch (asked of the coordinator)
   uint32_t credits_per_worker = 4;
+  // Batch bytes in flight to this reader, shared by the workers streaming to
+  // it (ReceiverOptions::max_bytes_in_flight); 0: credits alone limit them.
+  size_t max_bytes_in_flight = ReceiverOptions{}.max_bytes_in_flight;
   // Threads landing batches, each serving some of the workers (see
   // ReceiverOptions::progress_threads): more for a reader fed by many workers
   // on a host with cores to spare. Each gets slots / receiver_threads slots.

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 
 #include "stoker/memory.h"
@@ -26,21 +27,36 @@ void fault_in(std::byte* p, size_t bytes) {
   }
 }
 
+// Transparent huge pages back only whole 2 MiB-aligned extents of a mapping.
+constexpr size_t kHugePage = size_t{2} << 20;
+
 class HostMemoryResource final : public MemoryResource {
  public:
   MemoryKind kind() const override { return MemoryKind::kHost; }
   Result<Buffer> allocate(size_t bytes) override {
     if (bytes == 0) return invalid_argument("cannot allocate 0 bytes");
-    // mmap rather than malloc: the memory is page-aligned and goes back to
-    // the OS when the buffer is destroyed.
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
+    const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t length = (bytes + page - 1) / page * page;
+    // A huge page or more starts on a huge-page boundary, so that all of it
+    // can be huge pages: fewer TLB misses, and a peer reading it through
+    // process_vm_readv (UCX's cma) pins one page per 2 MiB instead of 512.
+    const size_t align = length >= kHugePage ? kHugePage : page;
+    // mmap rather than malloc: the memory goes back to the OS when the
+    // buffer is destroyed. Map `align` more and trim both ends.
+    const size_t mapped = length + align - page;
+    void* raw = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
       return resource_exhausted(
           fmt::format("mmap of {} bytes of host memory failed: {}", bytes, std::strerror(errno)));
     }
-    madvise(p, bytes, MADV_HUGEPAGE);
-    fault_in(static_cast<std::byte*>(p), bytes);
-    return Buffer(p, bytes, MemoryKind::kHost, -1, [bytes](void* q) { munmap(q, bytes); });
+    auto* start = static_cast<std::byte*>(raw);
+    const size_t head = (align - reinterpret_cast<uintptr_t>(raw) % align) % align;
+    std::byte* p = start + head;
+    if (head != 0) munmap(start, head);
+    if (const size_t tail = mapped - head - length; tail != 0) munmap(p + length, tail);
+    madvise(p, length, MADV_HUGEPAGE);
+    fault_in(p, length);
+    return Buffer(p, bytes, MemoryKind::kHost, -1, [length](void* q) { munmap(q, length); });
   }
 };
 

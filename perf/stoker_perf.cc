@@ -260,14 +260,18 @@ int run_client(const ClientArgs& args) {
   auto& tx = **sender;
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
   // From the host memory resource, as a worker's send arena is
-  // (workers/send_arena.cc): huge pages where the kernel has them, faulted in.
-  auto ring_buffer =
-      stoker::host_memory_resource()->allocate(max_size * (args.reuse_buffer ? 1 : args.buffers));
+  // (workers/send_arena.cc), and at least a huge page, as that arena is: a
+  // 1 MiB buffer of its own would get small pages, which a receiver reading
+  // it over shared memory (process_vm_readv) pins one by one.
+  const size_t ring_bytes = max_size * (args.reuse_buffer ? 1 : args.buffers);
+  constexpr size_t kHugePage = size_t{2} << 20;
+  auto ring_buffer = stoker::host_memory_resource()->allocate((ring_bytes + kHugePage - 1) /
+                                                              kHugePage * kHugePage);
   if (!ring_buffer.is_ok()) {
     spdlog::error("{}", ring_buffer.status().to_string());
     return 1;
   }
-  const std::span<std::byte> ring(ring_buffer->data(), ring_buffer->size());
+  const std::span<std::byte> ring(ring_buffer->data(), ring_bytes);
   if (Status st = tx.register_buffer(ring.data(), ring.size()); !st.is_ok()) {
     spdlog::warn("{} (sending without registration)", st.to_string());
   }

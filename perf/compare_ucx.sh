@@ -48,7 +48,7 @@ receiver_threads=1
 window=()           # the senders' default max_bytes_in_flight
 receiver_window=()  # the receiver's default max_bytes_in_flight
 pin=1
-mode=auto  # stoker's push mode: active messages over TCP, put over shared memory
+mode=auto  # stoker's push mode: put over shared memory below 512 KiB slots, else active messages
 port=$((20000 + RANDOM % 20000))
 
 while [[ $# -gt 0 ]]; do

@@ -178,7 +178,7 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
                              impl->welcome_.host_identity == host_identity() &&
                              ucx_shared_memory_enabled();
   if (impl->options_.mode == PushMode::kAuto) {
-    impl->options_.mode = shared_memory ? PushMode::kPut : PushMode::kActiveMessage;
+    impl->options_.mode = auto_push_mode(shared_memory, impl->welcome_.slot_bytes);
   }
   STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
                           ucx::Endpoint::connect_to_worker(

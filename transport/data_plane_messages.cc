@@ -28,6 +28,12 @@ std::optional<PushMode> parse_push_mode(std::string_view name) {
   return std::nullopt;
 }
 
+PushMode auto_push_mode(bool shared_memory, uint64_t slot_bytes) {
+  return shared_memory && slot_bytes < kSharedMemoryActiveMessageSlotBytes
+             ? PushMode::kPut
+             : PushMode::kActiveMessage;
+}
+
 namespace wire {
 namespace {
 

@@ -62,6 +62,15 @@ TEST(DataPlaneMessages, WelcomeRoundTripsAndRejectsTruncation) {
   }
 }
 
+TEST(PushModes, AutoPutsSmallBatchesOverSharedMemoryOnly) {
+  EXPECT_EQ(auto_push_mode(true, 64 << 10), PushMode::kPut);
+  EXPECT_EQ(auto_push_mode(true, kSharedMemoryActiveMessageSlotBytes - 1), PushMode::kPut);
+  EXPECT_EQ(auto_push_mode(true, kSharedMemoryActiveMessageSlotBytes), PushMode::kActiveMessage);
+  EXPECT_EQ(auto_push_mode(true, 4 << 20), PushMode::kActiveMessage);
+  EXPECT_EQ(auto_push_mode(false, 64 << 10), PushMode::kActiveMessage);
+  EXPECT_EQ(auto_push_mode(false, 4 << 20), PushMode::kActiveMessage);
+}
+
 TEST(DataPlaneMessages, CreditChecksSlotRangeAndCount) {
   Credit c{.window_bytes = 3 << 20, .slots = {0, 5, 31}};
   auto ok = Credit::decode(c.encode(), 32);

@@ -27,9 +27,6 @@ void fault_in(std::byte* p, size_t bytes) {
   }
 }
 
-// Transparent huge pages back only whole 2 MiB-aligned extents of a mapping.
-constexpr size_t kHugePage = size_t{2} << 20;
-
 class HostMemoryResource final : public MemoryResource {
  public:
   MemoryKind kind() const override { return MemoryKind::kHost; }
@@ -40,7 +37,8 @@ class HostMemoryResource final : public MemoryResource {
     // A huge page or more starts on a huge-page boundary, so that all of it
     // can be huge pages: fewer TLB misses, and a peer reading it through
     // process_vm_readv (UCX's cma) pins one page per 2 MiB instead of 512.
-    const size_t align = length >= kHugePage ? kHugePage : page;
+    // (Transparent huge pages back only whole aligned 2 MiB extents.)
+    const size_t align = length >= kHugePageBytes ? kHugePageBytes : page;
     // mmap rather than malloc: the memory goes back to the OS when the
     // buffer is destroyed. Map `align` more and trim both ends.
     const size_t mapped = length + align - page;

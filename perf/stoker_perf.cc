@@ -264,9 +264,9 @@ int run_client(const ClientArgs& args) {
   // 1 MiB buffer of its own would get small pages, which a receiver reading
   // it over shared memory (process_vm_readv) pins one by one.
   const size_t ring_bytes = max_size * (args.reuse_buffer ? 1 : args.buffers);
-  constexpr size_t kHugePage = size_t{2} << 20;
-  auto ring_buffer = stoker::host_memory_resource()->allocate((ring_bytes + kHugePage - 1) /
-                                                              kHugePage * kHugePage);
+  constexpr size_t kHuge = stoker::kHugePageBytes;
+  auto ring_buffer =
+      stoker::host_memory_resource()->allocate((ring_bytes + kHuge - 1) / kHuge * kHuge);
   if (!ring_buffer.is_ok()) {
     spdlog::error("{}", ring_buffer.status().to_string());
     return 1;

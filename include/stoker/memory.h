@@ -75,8 +75,11 @@ class MemoryResource {
   virtual Result<Buffer> allocate(size_t bytes) = 0;
 };
 
-// Pageable host memory. Always available.
+// Pageable host memory. Always available. An allocation of kHugePageBytes
+// or more starts on a huge-page boundary, so that all of it can be huge
+// pages; every page is faulted in before allocate() returns.
 std::shared_ptr<MemoryResource> host_memory_resource();
+inline constexpr size_t kHugePageBytes = size_t{2} << 20;  // x86-64 transparent huge page
 
 // A resource of `kind` on CUDA device `device` (ignored for host). Pinned and
 // device memory need a CUDA build of stoker and a GPU; otherwise the error

@@ -70,6 +70,18 @@ void wait_until(Settled settled) {
   }
 }
 
+// What the receiver tells a sender reaches it as the sender makes progress:
+// polls `sender` until `value()` equals `want` (up to 5 s) and returns the
+// value it reached.
+template <typename Value>
+auto poll_until(BatchSender& sender, Value value, decltype(value()) want) {
+  wait_until([&] {
+    sender.poll();
+    return value() == want;
+  });
+  return value();
+}
+
 struct Transport {
   const char* tls;
   PushMode mode;
@@ -307,11 +319,8 @@ TEST_P(BatchTransfer, SendersShareTheReceiversWindow) {
                                   .max_bytes_in_flight = kBudget});
   ASSERT_TRUE(receiver);
   const auto window_becomes = [](BatchSender& sender, size_t window) {
-    wait_until([&] {
-      sender.poll();
-      return sender.window_bytes() == window;
-    });
-    return sender.window_bytes();
+    return poll_until(
+        sender, [&] { return sender.window_bytes(); }, window);
   };
   auto a = connect(*receiver, "a");
   ASSERT_TRUE(a);
@@ -358,11 +367,8 @@ TEST_P(BatchTransfer, HeldBackCreditsAllComeBack) {
   auto sender = connect(*receiver);
   ASSERT_TRUE(sender);
   const auto credits_become = [&](uint32_t n) {
-    wait_until([&] {
-      sender->poll();
-      return sender->credits() == n;
-    });
-    return sender->credits();
+    return poll_until(
+        *sender, [&] { return sender->credits(); }, n);
   };
   ASSERT_EQ(credits_become(kCredits), kCredits);
   std::vector<std::byte> payload(1024);

@@ -10,8 +10,8 @@
 # a slot and the consumer has taken it. Each point runs the two tools
 # alternately --reps times, each run moving about 12 GiB (3000 to 100000
 # messages; --iterations N fixes the count); the MB/s are the medians of each
-# tool's runs, the ratio the median of the reps' own ratios. MB/s are ucx_perftest's (2^20
-# bytes per second). Each sender gets --credits landing slots (a window of 64
+# tool's runs, the ratio the median of the reps' own ratios, and each rep's
+# figures go to stderr. MB/s are ucx_perftest's (2^20 bytes per second). Each sender gets --credits landing slots (a window of 64
 # by default; ucx_perftest keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
 # sender sends every batch from one buffer (--reuse-buffer); --ring sends from
 # a ring of --credits buffers instead, as a real producer would (colder caches).
@@ -107,7 +107,6 @@ on_cores() {  # cores command...
   if [[ $pin == 1 ]]; then taskset -c "$c" "$@"; else "$@"; fi
 }
 
-# ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
 # Messages per run at `size`. Short runs swing by +-15% on a 2-core VM (3000
 # batches of 1 MiB last 0.4 s over TCP, while its socket buffers still tune
 # themselves); at about 12 GiB a run the same point settles within a few
@@ -118,6 +117,7 @@ iterations_for() {  # size
   echo $((n < 3000 ? 3000 : n > 100000 ? 100000 : n))
 }
 
+# ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
 run_ucx() {  # tls size
   port=$((port + 1))
   UCX_TLS=$(ucx_tls "$1") on_cores "$(server_cores 1)" \

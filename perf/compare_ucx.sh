@@ -11,10 +11,15 @@
 # alternately --reps times, each run moving about 12 GiB (3000 to 100000
 # messages; --iterations N fixes the count); the MB/s are the medians of each
 # tool's runs, the ratio the median of the reps' own ratios, and each rep's
-# figures go to stderr. MB/s are ucx_perftest's (2^20 bytes per second). Each sender gets --credits landing slots (a window of 64
-# by default; ucx_perftest keeps up to 127 active messages in flight). Like ucx_perftest, each stoker
-# sender sends every batch from one buffer (--reuse-buffer); --ring sends from
-# a ring of --credits buffers instead, as a real producer would (colder caches).
+# figures go to stderr. MB/s are ucx_perftest's (2^20 bytes per second).
+# Each sender gets --credits landing slots. By default that is the
+# receiver's own default of 8 (ReceiverOptions::credits_per_sender), raised
+# for small batches to hold 8 MiB, up to 64: 8 x 64 KiB cannot keep a link
+# busy, while at 1 and 4 MiB 64 credits moved less than 8 over TCP
+# (docs/perf.md, "Credits by batch size"). --credits N fixes the count. Like
+# ucx_perftest, each stoker sender sends every batch from one buffer
+# (--reuse-buffer); --ring sends from a ring of credits buffers instead, as a
+# real producer would (colder caches).
 # --receiver-threads N gives the fan-in server N progress threads (the line
 # then says receiver_threads=N); single-sender points always use one.
 # --max-bytes-in-flight sets each sender's SenderOptions::max_bytes_in_flight
@@ -40,7 +45,7 @@ tls_list="tcp sm"
 sizes="65536 1048576 4194304"
 iterations=auto  # per size: about 12 GiB a run, 3000 to 100000 messages
 reps=3
-credits=64
+credits=auto  # per size: 8, or enough for 8 MiB, up to 64
 source=(--reuse-buffer)
 fanin=4
 fanin_size=1048576
@@ -111,6 +116,12 @@ on_cores() {  # cores command...
 # batches of 1 MiB last 0.4 s over TCP, while its socket buffers still tune
 # themselves); at about 12 GiB a run the same point settles within a few
 # percent (docs/perf.md).
+credits_for() {  # size
+  if [[ $credits != auto ]]; then echo "$credits"; return; fi
+  local n=$(((8 << 20) / $1))
+  echo $((n < 8 ? 8 : n > 64 ? 64 : n))
+}
+
 iterations_for() {  # size
   if [[ $iterations != auto ]]; then echo "$iterations"; return; fi
   local n=$(((12 << 30) / $1))
@@ -132,14 +143,15 @@ run_ucx() {  # tls size
 
 # stoker-perf: one server, `senders` client processes; the server's MBps.
 run_stoker() {  # tls size senders
-  local tls size=$2 senders=$3 portfile="$work/port"
+  local tls size=$2 senders=$3 portfile="$work/port" slots_each
   tls=$(stoker_tls "$1")
+  slots_each=$(credits_for "$size")
   rm -f "$portfile"
   local threads
   threads=$(threads_for "$senders")
   UCX_TLS=$tls on_cores "$(server_cores "$threads")" \
     "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" --senders "$senders" \
-    --slot-bytes "$size" --slots $((credits * senders)) --credits "$credits" \
+    --slot-bytes "$size" --slots $((slots_each * senders)) --credits "$slots_each" \
     --receiver-threads "$threads" "${receiver_window[@]}" >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
@@ -147,7 +159,7 @@ run_stoker() {  # tls size senders
   for s in $(seq "$senders"); do
     UCX_TLS=$tls on_cores "$(sender_core "$threads" "$s")" timeout 120 \
       "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" --size "$size" \
-      --iterations "$(iterations_for "$size")" --warmup 200 --buffers "$credits" "${source[@]}" \
+      --iterations "$(iterations_for "$size")" --warmup 200 --buffers "$slots_each" "${source[@]}" \
       "${window[@]}" --mode "$mode" --name "perf-$s" >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done
@@ -162,7 +174,7 @@ point() {  # tls size senders
     ucx+=("$(run_ucx "$1" "$2")")
     stoker+=("$(run_stoker "$1" "$2" "$3")")
     ratios+=("$(awk -v u="${ucx[-1]}" -v s="${stoker[-1]}" 'BEGIN {print s / u}')")
-    echo "rep: tls=$1 size=$2 senders=$3 ucx_MBps=${ucx[-1]} stoker_MBps=${stoker[-1]}" >&2
+    echo "rep: tls=$1 size=$2 senders=$3 credits=$(credits_for "$2") ucx_MBps=${ucx[-1]} stoker_MBps=${stoker[-1]}" >&2
   done
   local u s r
   u=$(printf '%s\n' "${ucx[@]}" | median)

@@ -112,16 +112,18 @@ on_cores() {  # cores command...
   if [[ $pin == 1 ]]; then taskset -c "$c" "$@"; else "$@"; fi
 }
 
-# Messages per run at `size`. Short runs swing by +-15% on a 2-core VM (3000
-# batches of 1 MiB last 0.4 s over TCP, while its socket buffers still tune
-# themselves); at about 12 GiB a run the same point settles within a few
-# percent (docs/perf.md).
+# Credits (and slots) per sender at `size`: 8, or enough for 8 MiB of
+# batches, up to 64.
 credits_for() {  # size
   if [[ $credits != auto ]]; then echo "$credits"; return; fi
   local n=$(((8 << 20) / $1))
   echo $((n < 8 ? 8 : n > 64 ? 64 : n))
 }
 
+# Messages per run at `size`. Short runs swing by +-15% on a 2-core VM (3000
+# batches of 1 MiB last 0.4 s over TCP, while its socket buffers still tune
+# themselves); at about 12 GiB a run the same point settles within a few
+# percent (docs/perf.md).
 iterations_for() {  # size
   if [[ $iterations != auto ]]; then echo "$iterations"; return; fi
   local n=$(((12 << 30) / $1))

@@ -7,7 +7,9 @@
 # and, for the fan-in check, the same line with senders=<n> before the sizes
 # (stoker with n sender processes against ucx_perftest's single stream).
 # stoker's figure is the server's: a batch counts once it has fully landed in
-# a slot and the consumer has taken it. Each point runs the two tools
+# a slot and the consumer has taken it. The clock runs from the first measured
+# batch to the last; with several senders, the warm-up batches of one that
+# started late land in that window and count too (warmup_in_window=). Each point runs the two tools
 # alternately --reps times, each run moving about 12 GiB (3000 to 100000
 # messages; --iterations N fixes the count); the MB/s are the medians of each
 # tool's runs, the ratio the median of the reps' own ratios, and each rep's

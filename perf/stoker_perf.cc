@@ -96,6 +96,12 @@ struct ServerArgs {
 struct SizeStats {
   uint64_t batches = 0;
   uint64_t bytes = 0;
+  // Warm-up batches of later senders that landed after the first measured
+  // one: they count once a measured batch lands after them, so that the
+  // window's bytes are all the bytes that landed in it.
+  uint64_t warmup_in_window = 0;
+  uint64_t warmup_batches_pending = 0;
+  uint64_t warmup_bytes_pending = 0;
   Clock::time_point first{}, last{};
   std::vector<double> latency_us;
 };
@@ -180,12 +186,24 @@ int run_server(const ServerArgs& args) {
     const auto& d = batch->descriptor();
     const auto payload = batch->payload();
     if (args.verify && !pattern.check(payload.data(), payload.size(), d.sequence)) ++corrupt;
-    if (d.round != kMeasuredRound) continue;
+    if (d.round != kMeasuredRound) {
+      // With several senders, one still warming up shares the link with the
+      // others' measured batches; leaving its bytes out would undercount.
+      auto measuring = by_size.find(d.payload_bytes);
+      if (measuring != by_size.end()) {
+        ++measuring->second.warmup_batches_pending;
+        measuring->second.warmup_bytes_pending += d.payload_bytes;
+      }
+      continue;
+    }
     SizeStats& s = by_size[d.payload_bytes];
     if (s.batches == 0) {
       s.first = landed;  // the clock starts when the first measured batch lands
     } else {
-      s.bytes += d.payload_bytes;
+      s.bytes += d.payload_bytes + s.warmup_bytes_pending;
+      s.warmup_in_window += s.warmup_batches_pending;
+      s.warmup_batches_pending = 0;
+      s.warmup_bytes_pending = 0;
     }
     s.last = landed;
     ++s.batches;
@@ -204,12 +222,12 @@ int run_server(const ServerArgs& args) {
         "RESULT role=server tls={} memory={} size={} senders={} receiver_threads={} batches={} "
         "MBps={:.1f} "
         "GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} lat_p99_us={:.1f} rejected={} "
-        "corrupt={}\n",
+        "corrupt={} warmup_in_window={}\n",
         tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders,
         args.receiver_threads, s.batches, bps / kMiB, bps / 1e9,
-        seconds > 0 ? static_cast<double>(s.batches - 1) / seconds : 0,
+        seconds > 0 ? static_cast<double>(s.batches - 1 + s.warmup_in_window) / seconds : 0,
         percentile(s.latency_us, 0.50), percentile(s.latency_us, 0.99), stats.rejected_total(),
-        corrupt);
+        corrupt, s.warmup_in_window);
   }
   std::fflush(stdout);
   return corrupt == 0 ? 0 : 1;

@@ -3,11 +3,8 @@
 // the warm-up of a sender that started after the others were measured.
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <map>
-#include <regex>
 #include <sstream>
-#include <thread>
 
 #include "tests/support/child_process.h"
 
@@ -29,9 +26,11 @@ std::map<std::string, std::string> result_fields(const std::string& log,
   std::istringstream lines(log);
   for (std::string line; std::getline(lines, line);) {
     if (line.rfind(prefix, 0) != 0) continue;
-    static const std::regex kField(R"((\w+)=(\S+))");
-    for (std::sregex_iterator it(line.begin(), line.end(), kField), end; it != end; ++it) {
-      fields[(*it)[1]] = (*it)[2];
+    std::istringstream words(line);
+    for (std::string word; words >> word;) {
+      if (const size_t eq = word.find('='); eq != std::string::npos) {
+        fields[word.substr(0, eq)] = word.substr(eq + 1);
+      }
     }
     break;
   }
@@ -53,12 +52,7 @@ class StokerPerf : public ::testing::Test {
                                              "--slots", "16", "--credits", "8", "--verify"},
                     temp_path("server.log"));
     if (server_->spawn_error() != 0) return "";
-    std::string port;
-    for (int i = 0; i < 500 && port.empty(); ++i) {
-      std::ifstream(port_file) >> port;
-      if (port.empty()) std::this_thread::sleep_for(10ms);
-    }
-    return port;
+    return testing::wait_for_port_file(port_file);
   }
 
   // Runs one verifying client to completion; its exit code (-1: it hung or died).

@@ -1,5 +1,6 @@
 // A child process for tests that need a real peer to kill: started with
 // posix_spawn, output to a file, killed (SIGKILL) and reaped when destroyed.
+// Also where such tests find stoker-perf and the port its server listens on.
 #pragma once
 
 #include <fcntl.h>
@@ -92,6 +93,19 @@ class ChildProcess {
   bool reaped_ = false;
   int status_ = 0;
 };
+
+// The port a `stoker-perf server --port-file` wrote, once it is there; "" if
+// it is not there within `timeout`.
+inline std::string wait_for_port_file(const std::string& path,
+                                      std::chrono::milliseconds timeout = std::chrono::seconds(5)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string port;
+  while (port.empty() && std::chrono::steady_clock::now() < deadline) {
+    std::ifstream(path) >> port;
+    if (port.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return port;
+}
 
 // Path of the stoker-perf binary, passed by CTest in STOKER_PERF.
 inline std::string stoker_perf_path() {

@@ -5,7 +5,6 @@
 
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -136,11 +135,7 @@ TEST_P(ReceiverFailure, ReceiverKilledMidStreamFailsTheSenderWithoutHanging) {
                       log_path("server"));
   ASSERT_EQ(server.spawn_error(), 0)
       << stoker_perf_path() << ": " << strerror(server.spawn_error());
-  std::string port;
-  for (int i = 0; i < 500 && port.empty(); ++i) {
-    std::ifstream(port_file) >> port;
-    if (port.empty()) std::this_thread::sleep_for(10ms);
-  }
+  const std::string port = testing::wait_for_port_file(port_file);
   ASSERT_FALSE(port.empty()) << server.log();
 
   auto sender = BatchSender::connect({.receiver_address = "127.0.0.1:" + port, .name = "test"});

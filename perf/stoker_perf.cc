@@ -98,7 +98,7 @@ struct SizeStats {
   uint64_t bytes = 0;
   // Warm-up batches of later senders that landed after the first measured
   // one: they count once a measured batch lands after them, so that the
-  // window's bytes are all the bytes that landed in it.
+  // window's bytes are all the bytes of that size that landed in it.
   uint64_t warmup_in_window = 0;
   uint64_t warmup_batches_pending = 0;
   uint64_t warmup_bytes_pending = 0;

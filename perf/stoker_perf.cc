@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "common/byte_size.h"
@@ -93,16 +94,18 @@ struct ServerArgs {
   int idle_timeout_ms = 60'000;
 };
 
+// One batch size's figures. Every batch counted here has that size, so the
+// bytes moved are a count of batches.
 struct SizeStats {
-  uint64_t batches = 0;
-  uint64_t bytes = 0;
+  uint64_t batches = 0;  // measured batches
   // Warm-up batches of later senders that landed after the first measured
   // one: they count once a measured batch lands after them, so that the
-  // window's bytes are all the bytes of that size that landed in it.
+  // window holds every batch of this size that landed in it.
   uint64_t warmup_in_window = 0;
-  uint64_t warmup_batches_pending = 0;
-  uint64_t warmup_bytes_pending = 0;
+  uint64_t warmup_pending = 0;
   Clock::time_point first{}, last{};
+  // Batches landed after the one that started the clock.
+  uint64_t moved_after_first() const { return batches - 1 + warmup_in_window; }
   std::vector<double> latency_us;
 };
 
@@ -189,10 +192,8 @@ int run_server(const ServerArgs& args) {
     if (d.round != kMeasuredRound) {
       // With several senders, one still warming up shares the link with the
       // others' measured batches; leaving its bytes out would undercount.
-      auto measuring = by_size.find(d.payload_bytes);
-      if (measuring != by_size.end()) {
-        ++measuring->second.warmup_batches_pending;
-        measuring->second.warmup_bytes_pending += d.payload_bytes;
+      if (auto measuring = by_size.find(d.payload_bytes); measuring != by_size.end()) {
+        ++measuring->second.warmup_pending;
       }
       continue;
     }
@@ -200,10 +201,7 @@ int run_server(const ServerArgs& args) {
     if (s.batches == 0) {
       s.first = landed;  // the clock starts when the first measured batch lands
     } else {
-      s.bytes += d.payload_bytes + s.warmup_bytes_pending;
-      s.warmup_in_window += s.warmup_batches_pending;
-      s.warmup_batches_pending = 0;
-      s.warmup_bytes_pending = 0;
+      s.warmup_in_window += std::exchange(s.warmup_pending, 0);
     }
     s.last = landed;
     ++s.batches;
@@ -217,15 +215,15 @@ int run_server(const ServerArgs& args) {
   const auto stats = rx.stats();
   for (auto& [size, s] : by_size) {
     const double seconds = std::chrono::duration<double>(s.last - s.first).count();
-    const double bps = seconds > 0 ? static_cast<double>(s.bytes) / seconds : 0;
+    const double moved = static_cast<double>(s.moved_after_first());
+    const double bps = seconds > 0 ? moved * static_cast<double>(size) / seconds : 0;
     fmt::print(
         "RESULT role=server tls={} memory={} size={} senders={} receiver_threads={} batches={} "
         "MBps={:.1f} "
         "GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} lat_p99_us={:.1f} rejected={} "
         "corrupt={} warmup_in_window={}\n",
         tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders,
-        args.receiver_threads, s.batches, bps / kMiB, bps / 1e9,
-        seconds > 0 ? static_cast<double>(s.batches - 1 + s.warmup_in_window) / seconds : 0,
+        args.receiver_threads, s.batches, bps / kMiB, bps / 1e9, seconds > 0 ? moved / seconds : 0,
         percentile(s.latency_us, 0.50), percentile(s.latency_us, 0.99), stats.rejected_total(),
         corrupt, s.warmup_in_window);
   }

@@ -66,6 +66,18 @@ class StokerPerf : public ::testing::Test {
     return code.value_or(-1);
   }
 
+  // The server's RESULT fields once it has exited cleanly; empty (with the
+  // failure recorded) otherwise.
+  std::map<std::string, std::string> server_result() {
+    const auto code = server_->wait(30s);
+    auto fields = result_fields(server_->log(), "RESULT role=server");
+    if (code != 0 || fields.empty()) {
+      ADD_FAILURE() << "server exit " << code.value_or(-1) << ":\n" << server_->log();
+      return {};
+    }
+    return fields;
+  }
+
   std::optional<ChildProcess> server_;
 };
 
@@ -73,9 +85,8 @@ TEST_F(StokerPerf, OneSenderCountsItsMeasuredBatchesOnly) {
   const std::string port = start_server(1);
   ASSERT_FALSE(port.empty()) << server_->log();
   ASSERT_EQ(run_client(port, "only", 10, 200), 0);
-  ASSERT_EQ(server_->wait(30s), 0) << server_->log();
-  auto result = result_fields(server_->log(), "RESULT role=server");
-  ASSERT_FALSE(result.empty()) << server_->log();
+  auto result = server_result();
+  ASSERT_FALSE(result.empty());
   EXPECT_EQ(result["size"], "65536");
   EXPECT_EQ(result["batches"], "200");
   EXPECT_EQ(result["warmup_in_window"], "0");
@@ -91,9 +102,8 @@ TEST_F(StokerPerf, ALaterSendersWarmupInTheWindowCounts) {
   ASSERT_FALSE(port.empty()) << server_->log();
   ASSERT_EQ(run_client(port, "first", 5, 100), 0);
   ASSERT_EQ(run_client(port, "second", 7, 100), 0);
-  ASSERT_EQ(server_->wait(30s), 0) << server_->log();
-  auto result = result_fields(server_->log(), "RESULT role=server");
-  ASSERT_FALSE(result.empty()) << server_->log();
+  auto result = server_result();
+  ASSERT_FALSE(result.empty());
   EXPECT_EQ(result["senders"], "2");
   EXPECT_EQ(result["batches"], "200");
   EXPECT_EQ(result["warmup_in_window"], "7");

@@ -9,11 +9,12 @@
 # stoker's figure is the server's: a batch counts once it has fully landed in
 # a slot and the consumer has taken it. The clock runs from the first measured
 # batch to the last; with several senders, the warm-up batches of one that
-# started late land in that window and count too (warmup_in_window=). Each point runs the two tools
-# alternately --reps times, each run moving about 12 GiB (3000 to 100000
-# messages; --iterations N fixes the count); the MB/s are the medians of each
-# tool's runs, the ratio the median of the reps' own ratios, and each rep's
-# figures go to stderr. MB/s are ucx_perftest's (2^20 bytes per second).
+# started late land in that window and count too (warmup_in_window=). Each
+# point runs the two tools alternately --reps times, each run moving about
+# 12 GiB (3000 to 100000 messages; --iterations N fixes the count); the MB/s
+# are the medians of each tool's runs, the ratio the median of the reps' own
+# ratios, and each rep's figures go to stderr. MB/s are ucx_perftest's (2^20
+# bytes per second).
 # Each sender gets --credits landing slots. By default that is the
 # receiver's own default of 8 (ReceiverOptions::credits_per_sender), raised
 # for small batches to hold 8 MiB, up to 64: 8 x 64 KiB cannot keep a link

@@ -196,5 +196,5 @@ point() {  # tls size senders
 
 for tls in $tls_list; do
   for size in $sizes; do point "$tls" "$size" 1; done
-  [[ $fanin -gt 1 ]] && point "$tls" "$fanin_size" "$fanin"
+  if [[ $fanin -gt 1 ]]; then point "$tls" "$fanin_size" "$fanin"; fi
 done

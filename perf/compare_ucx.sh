@@ -81,6 +81,11 @@ done
 command -v ucx_perftest >/dev/null || { echo "compare_ucx.sh: ucx_perftest not found (apt-get install ucx-utils)" >&2; exit 2; }
 [[ -x $stoker_perf ]] || { echo "compare_ucx.sh: $stoker_perf is not built" >&2; exit 2; }
 
+# Loopback TCP figures depend on the host's congestion control: BBR paces
+# bursts that cubic sends at once (docs/perf.md, "BBR"). Each run says which
+# one it had, beside its reps on stderr.
+echo "host: $(nproc) cores, tcp_congestion_control=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)" >&2
+
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 

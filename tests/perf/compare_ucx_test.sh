@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs perf/compare_ucx.sh for real (ucx_perftest and stoker-perf over TCP
+# loopback, a few hundred small messages) and checks what issue 2 fixes about
+# its output: one line per point in exactly the documented form, a ratio that
+# is stoker's figure over ucx_perftest's, the fan-in point labelled with its
+# senders, and exit status 0 with and without a fan-in point.
+#
+#   compare_ucx_test.sh SOURCE_DIR STOKER_PERF
+set -euo pipefail
+source_dir=$1
+stoker_perf=$2
+command -v ucx_perftest >/dev/null || { echo "SKIP: ucx_perftest not installed"; exit 77; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+run() {  # name args...: runs the script, keeping stdout and stderr
+  local name=$1
+  shift
+  "$source_dir/perf/compare_ucx.sh" --stoker-perf "$stoker_perf" --tls tcp --sizes 65536 \
+    --reps 1 --iterations 300 "$@" >"$work/$name.out" 2>"$work/$name.err" ||
+    { cat "$work/$name.err" >&2; fail "compare_ucx.sh $* exited $?"; }
+}
+
+# Checks one RESULT line: its exact form (with the given prefix), and that
+# its ratio is stoker_MBps / ucx_MBps (one rep: its own ratio).
+check_line() {  # line prefix
+  local line=$1 prefix=$2
+  [[ $line =~ ^RESULT\ ${prefix}tls=tcp\ size=65536\ ucx_MBps=([0-9]+\.[0-9])\ stoker_MBps=([0-9]+\.[0-9])\ ratio=([0-9]+\.[0-9]{3})$ ]] ||
+    fail "not in the documented form: '$line'"
+  local u=${BASH_REMATCH[1]} s=${BASH_REMATCH[2]} r=${BASH_REMATCH[3]}
+  awk -v u="$u" -v s="$s" -v r="$r" 'BEGIN {exit !(u > 0 && s > 0 && (s / u - r) ^ 2 < 0.002 ^ 2)}' ||
+    fail "ratio $r is not $s / $u in '$line'"
+}
+
+run fanin --fanin 2 --fanin-size 65536
+mapfile -t lines <"$work/fanin.out"
+[[ ${#lines[@]} -eq 2 ]] || fail "expected 2 lines (one point, one fan-in point), got: ${lines[*]}"
+check_line "${lines[0]}" ""
+check_line "${lines[1]}" "senders=2 "
+grep -q '^host: [0-9]* cores, tcp_congestion_control=' "$work/fanin.err" ||
+  fail "stderr does not say the host's congestion control"
+[[ $(grep -c '^rep: ' "$work/fanin.err") -eq 2 ]] || fail "expected one rep line per point on stderr"
+
+# No fan-in point: still one line and exit status 0.
+run single --fanin 1
+mapfile -t lines <"$work/single.out"
+[[ ${#lines[@]} -eq 1 ]] || fail "expected 1 line with --fanin 1, got: ${lines[*]}"
+check_line "${lines[0]}" ""
+echo "compare_ucx.sh: output as documented"

@@ -16,11 +16,14 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 run() {  # name args...: runs the script, keeping stdout and stderr
-  local name=$1
+  local name=$1 rc=0
   shift
   "$source_dir/perf/compare_ucx.sh" --stoker-perf "$stoker_perf" --tls tcp --sizes 65536 \
-    --reps 1 --iterations 300 "$@" >"$work/$name.out" 2>"$work/$name.err" ||
-    { cat "$work/$name.err" >&2; fail "compare_ucx.sh $* exited $?"; }
+    --reps 1 --iterations 300 "$@" >"$work/$name.out" 2>"$work/$name.err" || rc=$?
+  if [[ $rc -ne 0 ]]; then
+    cat "$work/$name.err" >&2
+    fail "compare_ucx.sh $* exited $rc"
+  fi
 }
 
 # Checks one RESULT line: its exact form (with the given prefix), and that

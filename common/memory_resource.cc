@@ -9,23 +9,11 @@
 #include <cstdint>
 #include <cstring>
 
+#include "common/fault_in.h"
 #include "stoker/memory.h"
 
 namespace stoker {
 namespace {
-
-// Faults every page in now. Landing pools are written by the data path; left
-// to fault on first touch, the kernel's zeroing of each page (and, in a VM, the
-// hypervisor backing it) would fall in the middle of a stream, at up to a
-// tenth of a receiver's CPU in its first second (docs/perf.md).
-void fault_in(std::byte* p, size_t bytes) {
-  if (madvise(p, bytes, MADV_POPULATE_WRITE) == 0) return;
-  // Kernels before 5.14 lack MADV_POPULATE_WRITE: touch each page instead.
-  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  for (size_t offset = 0; offset < bytes; offset += page) {
-    static_cast<volatile std::byte*>(p)[offset] = std::byte{0};
-  }
-}
 
 class HostMemoryResource final : public MemoryResource {
  public:

@@ -90,6 +90,7 @@ struct ServerArgs {
   uint32_t receiver_threads = 1;
   std::string memory = "host";
   bool verify = false;
+  bool private_pool = false;
   std::string port_file;
   int idle_timeout_ms = 60'000;
 };
@@ -128,10 +129,16 @@ int run_server(const ServerArgs& args) {
     return 1;
   }
   if (!plan->note.empty()) spdlog::warn("{}", plan->note);
-  auto memory = stoker::make_memory_resource(plan->land_in);
-  if (!memory.is_ok()) {
-    spdlog::error("{}", memory.status().to_string());
-    return 1;
+  // Host landing uses the receiver's default pool (UCX-allocated, shared with
+  // senders on this host) unless --private-pool asks for the host resource.
+  std::shared_ptr<stoker::MemoryResource> landing;
+  if (plan->land_in != stoker::MemoryKind::kHost || args.private_pool) {
+    auto memory = stoker::make_memory_resource(plan->land_in);
+    if (!memory.is_ok()) {
+      spdlog::error("{}", memory.status().to_string());
+      return 1;
+    }
+    landing = *memory;
   }
 
   std::atomic<int> senders_done{0};
@@ -142,7 +149,7 @@ int run_server(const ServerArgs& args) {
   options.credits_per_sender = args.credits;
   options.max_bytes_in_flight = *max_bytes_in_flight;
   options.progress_threads = args.receiver_threads;
-  options.landing_memory = *memory;
+  options.landing_memory = landing;
   options.on_peer_event = [&](const stoker::PeerEvent& e) {
     if (e.kind == stoker::PeerEvent::Kind::kConnected) {
       spdlog::info("{} connected", e.peer);
@@ -392,6 +399,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   s->add_option("--memory", server.memory, "landing memory: host, pinned or device");
   s->add_flag("--verify", server.verify, "check every payload byte");
+  s->add_flag("--private-pool", server.private_pool,
+              "land host batches in private memory, not the default pool that senders on this "
+              "host map (ReceiverOptions::landing_memory)");
   s->add_option("--port-file", server.port_file, "write the bound port here once listening");
   s->add_option("--idle-timeout-ms", server.idle_timeout_ms, "give up after this long idle");
 
@@ -401,7 +411,7 @@ int main(int argc, char** argv) {
   c->add_option("--size", client.sizes, "message size(s), e.g. --size 64K 1M 4M");
   c->add_option("--iterations", client.iterations, "measured batches per size");
   c->add_option("--warmup", client.warmup, "unmeasured batches per size");
-  c->add_option("--mode", client.mode, "push mode: am, put or auto (put over shared memory)");
+  c->add_option("--mode", client.mode, "push mode: am, put or auto (SlotReach decides)");
   c->add_option("--name", client.name, "name shown in the server's log");
   c->add_option("--buffers", client.buffers, "send buffers in the ring")
       ->check(CLI::PositiveNumber);

@@ -75,7 +75,6 @@ Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions opti
         "{} slots shared by {} progress threads leave {} each, fewer than credits_per_sender ({})",
         options.slot_count, threads, options.slot_count / threads, options.credits_per_sender));
   }
-  if (!options.landing_memory) options.landing_memory = host_memory_resource();
   if (!options.context) {
     // One UCX context for every shard: a sender handed from one to another
     // is accepted on a worker of the listener's context.

@@ -105,6 +105,10 @@ class BatchSender::Impl {
   static void on_flushed(void* request, ucs_status_t status, void* user_data);
   void queue_ready_notice(const Op* op);
   void send_ready_notices();
+  // Whether queued notices go now or wait for more (mapped slots only).
+  bool notices_due() const;
+  // Where ready notices and the goodbye travel (see slots_mapped_).
+  ucp_ep_h notice_ep() const { return (slots_mapped_ ? ep_ : data_ep_)->get(); }
 
   SenderOptions options_;
   std::string receiver_;
@@ -121,6 +125,12 @@ class BatchSender::Impl {
 
   bool welcomed_ = false;
   bool attached_ = false;
+  // Put mode into a pool mapped here (SlotReach::kMapped): each put is a copy
+  // that is complete when ucp_put_nbx returns, and its ready notice goes on
+  // the control endpoint, so that nothing of ours passes through the
+  // receiver's shared-memory FIFO, which a sender killed mid-write blocks for
+  // every sender on this host (docs/protocol.md §12).
+  bool slots_mapped_ = false;
   bool closed_ = false;
   wire::Welcome welcome_;
   Status health_;
@@ -177,22 +187,46 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   const bool shared_memory = !impl->welcome_.host_identity.empty() &&
                              impl->welcome_.host_identity == host_identity() &&
                              ucx_shared_memory_enabled();
-  if (impl->options_.mode == PushMode::kAuto) {
-    impl->options_.mode = auto_push_mode(shared_memory, impl->welcome_.slot_bytes);
-  }
   STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
                           ucx::Endpoint::connect_to_worker(
                               *impl->worker_, impl->welcome_.worker_address, impl->receiver_));
+  if (impl->options_.mode == PushMode::kPut) {
+    STOKER_ASSIGN_OR_RETURN(
+        impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey));
+  } else if (shared_memory) {
+    // Only to see whether the pool is mapped: a key that does not unpack
+    // leaves auto with the other modes.
+    auto key = ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey);
+    if (key.is_ok()) {
+      impl->pool_rkey_ = std::move(key).value();
+    } else {
+      spdlog::debug("sender: {}", key.status().to_string());
+    }
+  }
+  // A host pool that UCX mapped into this process through its key is a
+  // shared-memory segment of the receiver's (its default pool): a put there
+  // is one copy by this sender, straight into the slot.
+  const bool mapped = impl->pool_rkey_ &&
+                      impl->welcome_.memory_kind == static_cast<uint8_t>(MemoryKind::kHost) &&
+                      impl->pool_rkey_->maps_locally(impl->welcome_.pool_address);
+  if (impl->options_.mode == PushMode::kAuto) {
+    const SlotReach reach = mapped          ? SlotReach::kMapped
+                            : shared_memory ? SlotReach::kSharedMemory
+                                            : SlotReach::kNetwork;
+    impl->options_.mode = auto_push_mode(reach, impl->welcome_.slot_bytes);
+    // Without a key (none unpacked) only active messages can go.
+    if (!impl->pool_rkey_) impl->options_.mode = PushMode::kActiveMessage;
+  }
+  if (impl->options_.mode != PushMode::kPut) impl->pool_rkey_.reset();
+  impl->slots_mapped_ = mapped && impl->options_.mode == PushMode::kPut;
+  spdlog::debug("sender: pushing to {} by {}{}", impl->receiver_,
+                push_mode_name(impl->options_.mode), mapped ? " (its slots are mapped here)" : "");
   STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->data_ep_->get(),
                                               static_cast<uint16_t>(AmId::kAttach),
                                               wire::Attach{.sender_id = impl->welcome_.sender_id,
                                                            .token = impl->welcome_.attach_token,
                                                            .mode = impl->options_.mode}
                                                   .encode()));
-  if (impl->options_.mode == PushMode::kPut) {
-    STOKER_ASSIGN_OR_RETURN(
-        impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey));
-  }
   // The first credit message (possibly empty, when every slot is taken)
   // means the receiver has bound the data endpoint: the handshake is done.
   STOKER_RETURN_IF_ERROR(impl->progress_until([raw] { return raw->attached_; }, deadline,
@@ -360,19 +394,30 @@ void BatchSender::Impl::queue_ready_notice(const Op* op) {
 void BatchSender::Impl::send_ready_notices() {
   if (ready_count_ == 0) return;
   wire::ByteWriter(std::span(ready_notices_).first(2)).put(ready_count_);
-  // On the data endpoint, after the puts they announce. Over shared memory
+  // After the puts they announce. Over shared memory into a private pool,
   // UCX 1.13 carries the puts themselves through the receiver's FIFO (it
-  // emulates them with active messages), so the notices add no exposure to
-  // a sender killed mid-write (docs/protocol.md §12), and they no longer
-  // cost a TCP round of system calls per turn: 64 KiB batches went from
-  // 7.7-8.6 to 11.4-13.2 GB/s (docs/perf.md).
-  if (Status st =
-          ucx::send_control_am(data_ep_->get(), static_cast<uint16_t>(wire::AmId::kBatchReady),
-                               std::exchange(ready_notices_, {}));
+  // emulates them with active messages), so the notices go on the data
+  // endpoint behind them and cost no TCP round of system calls per turn:
+  // 64 KiB batches went from 7.7-8.6 to 11.4-13.2 GB/s (docs/perf.md). Into
+  // mapped slots they go on the control endpoint (slots_mapped_).
+  if (Status st = ucx::send_control_am(notice_ep(), static_cast<uint16_t>(wire::AmId::kBatchReady),
+                                       std::exchange(ready_notices_, {}));
       !st.is_ok()) {
     fail(st.with_context("sending ready notices"));
   }
   ready_count_ = 0;
+}
+
+bool BatchSender::Impl::notices_due() const {
+  if (!slots_mapped_) return true;
+  // A notice on the control endpoint is a TCP message: one per batch would
+  // cost a system call on each side per batch, more than the copy of a small
+  // one. They go in groups of a quarter of what the receiver granted us, so
+  // it never waits on more than that many landed batches, and at once when
+  // we cannot post again (64 KiB batches: an eighth moved 5.5-7.5 GB/s, a
+  // quarter 6.9-9.6, a half hurt 1 MiB batches; docs/perf.md).
+  const size_t granted = credits_.size() + in_flight_ + ready_count_;
+  return ready_count_ >= std::max<size_t>(1, granted / 4) || !can_post();
 }
 
 Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::byte> payload,
@@ -452,8 +497,8 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
       fp.user_data = op;
       ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep_->get(), &fp);
       if (flush == nullptr) {
-        on_flushed(nullptr, UCS_OK, op);  // completed at once
-        send_ready_notices();
+        on_flushed(nullptr, UCS_OK, op);  // completed at once (always, into mapped slots)
+        if (notices_due()) send_ready_notices();
       } else if (UCS_PTR_IS_ERR(flush)) {
         complete(op, UCS_PTR_STATUS(flush), "flushing a put");
       }
@@ -482,10 +527,10 @@ Status BatchSender::Impl::wait_for_completion(std::chrono::milliseconds timeout)
 }
 
 Status BatchSender::Impl::flush(std::chrono::milliseconds timeout) {
+  send_ready_notices();  // those held back for a fuller message
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  Status st =
-      progress_until([this] { return in_flight_ == 0; }, deadline, "waiting for sends to complete");
-  return st;
+  return progress_until([this] { return in_flight_ == 0; }, deadline,
+                        "waiting for sends to complete");
 }
 
 Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
@@ -494,8 +539,8 @@ Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
   Status st = Status::ok();
   if (health_.is_ok() && data_ep_) {
     // The goodbye travels after a flush, on the endpoint that carried the
-    // batches (or their ready notices), so the receiver sees it only once
-    // every batch has arrived.
+    // batches (or their ready notices: notice_ep()), so the receiver sees it
+    // only once every batch has arrived.
     st = flush(timeout);
     if (st.is_ok()) {
       ucp_request_param_t param{};
@@ -503,7 +548,7 @@ Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
                              "flushing the data endpoint");
     }
     if (st.is_ok()) {
-      st = ucx::send_control_am(data_ep_->get(), static_cast<uint16_t>(wire::AmId::kGoodbye), {});
+      st = ucx::send_control_am(notice_ep(), static_cast<uint16_t>(wire::AmId::kGoodbye), {});
     }
   }
   pool_rkey_.reset();

@@ -28,10 +28,17 @@ std::optional<PushMode> parse_push_mode(std::string_view name) {
   return std::nullopt;
 }
 
-PushMode auto_push_mode(bool shared_memory, uint64_t slot_bytes) {
-  return shared_memory && slot_bytes < kSharedMemoryActiveMessageSlotBytes
-             ? PushMode::kPut
-             : PushMode::kActiveMessage;
+PushMode auto_push_mode(SlotReach reach, uint64_t slot_bytes) {
+  switch (reach) {
+    case SlotReach::kMapped:
+      return PushMode::kPut;
+    case SlotReach::kSharedMemory:
+      return slot_bytes < kSharedMemoryActiveMessageSlotBytes ? PushMode::kPut
+                                                              : PushMode::kActiveMessage;
+    case SlotReach::kNetwork:
+      break;
+  }
+  return PushMode::kActiveMessage;
 }
 
 namespace wire {

@@ -69,7 +69,8 @@ Status ReceiverCore::init() {
   } else {
     STOKER_ASSIGN_OR_RETURN(context_, ucx::Context::create());
   }
-  const MemoryKind kind = options_.landing_memory->kind();
+  const MemoryKind kind =
+      options_.landing_memory ? options_.landing_memory->kind() : MemoryKind::kHost;
   if (kind == MemoryKind::kDevice && !context_->supports_cuda()) {
     return unsupported(fmt::format(
         "cannot land in device memory: {} was built without CUDA support. Land in pinned "
@@ -83,10 +84,7 @@ Status ReceiverCore::init() {
         "will not fit",
         worker_->max_am_header());
   }
-  const size_t pool_bytes = options_.slot_bytes * options_.slot_count;
-  STOKER_ASSIGN_OR_RETURN(pool_, options_.landing_memory->allocate(pool_bytes));
-  STOKER_ASSIGN_OR_RETURN(pool_region_,
-                          ucx::MemoryRegion::map(context_, pool_.data(), pool_bytes, kind));
+  STOKER_RETURN_IF_ERROR(allocate_pool(options_.slot_bytes * options_.slot_count));
   STOKER_ASSIGN_OR_RETURN(pool_rkey_, pool_region_->pack_rkey());
   STOKER_ASSIGN_OR_RETURN(worker_address_, worker_->address());
 
@@ -114,6 +112,28 @@ Status ReceiverCore::init() {
   port_ = listener_->address().port();
   address_ = listener_->address().to_string();
   return Status::ok();
+}
+
+Status ReceiverCore::allocate_pool(size_t bytes) {
+  if (!options_.landing_memory && ucx_shared_memory_enabled()) {
+    // Host memory from UCX: a shared-memory segment that senders on this host
+    // map and put into with one CPU copy of their own, where a private pool
+    // costs a copy on each side (UCX's FIFO) or the receiver's core (cma).
+    // Senders on other hosts are served from it as from any other memory.
+    STOKER_ASSIGN_OR_RETURN(pool_region_, ucx::MemoryRegion::allocate(context_, bytes));
+    pool_kind_ = MemoryKind::kHost;
+    return Status::ok();
+  }
+  const auto resource = options_.landing_memory ? options_.landing_memory : host_memory_resource();
+  pool_kind_ = resource->kind();
+  STOKER_ASSIGN_OR_RETURN(pool_storage_, resource->allocate(bytes));
+  STOKER_ASSIGN_OR_RETURN(
+      pool_region_, ucx::MemoryRegion::map(context_, pool_storage_.data(), bytes, pool_kind_));
+  return Status::ok();
+}
+
+std::byte* ReceiverCore::slot_data(uint32_t slot) const {
+  return pool_region_->data() + size_t{slot} * options_.slot_bytes;
 }
 
 ReceiverCore::~ReceiverCore() {
@@ -319,10 +339,10 @@ ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header
   welcome.attach_token = sender->attach_token;
   // An empty identity tells the sender not to count on shared memory.
   welcome.host_identity = ucx_shared_memory_enabled() ? host_identity() : std::string();
-  welcome.memory_kind = static_cast<uint8_t>(self->pool_.kind());
+  welcome.memory_kind = static_cast<uint8_t>(self->pool_kind_);
   welcome.slot_bytes = self->options_.slot_bytes;
   welcome.slot_count = self->options_.slot_count;
-  welcome.pool_address = reinterpret_cast<uintptr_t>(self->pool_.data());
+  welcome.pool_address = reinterpret_cast<uintptr_t>(self->pool_region_->data());
   welcome.pool_rkey = self->pool_rkey_;
   if (Status st = ucx::send_control_am(
           sender->ep->get(), static_cast<uint16_t>(wire::AmId::kWelcome), welcome.encode());
@@ -409,9 +429,9 @@ ucs_status_t ReceiverCore::on_batch(void* arg, const void* header, size_t header
   s.state = Slot::State::kLanding;
   s.producer = sender->producer_id;
   s.descriptor = std::move(descriptor).value();
-  std::byte* dst = self->pool_.data() + size_t{slot} * self->options_.slot_bytes;
+  std::byte* dst = self->slot_data(slot);
   if (!rndv) {
-    if (self->pool_.kind() == MemoryKind::kDevice) {
+    if (self->pool_kind_ == MemoryKind::kDevice) {
       // Senders force rendezvous for device pools (the welcome says so); a CPU
       // copy into GPU memory would crash.
       self->reject(sender, RejectReason::kLandingFailed,
@@ -755,9 +775,8 @@ LandedBatch ReceiverCore::take(uint32_t slot) {
   batch.slot_ = slot;
   batch.sender_id_ = landed.sender;
   batch.producer_id_ = landed.producer;
-  batch.memory_kind_ = pool_.kind();
-  batch.payload_ = {pool_.data() + size_t{slot} * options_.slot_bytes,
-                    static_cast<size_t>(landed.descriptor.payload_bytes)};
+  batch.memory_kind_ = pool_kind_;
+  batch.payload_ = {slot_data(slot), static_cast<size_t>(landed.descriptor.payload_bytes)};
   batch.descriptor_ = landed.descriptor;
   return batch;
 }

@@ -42,8 +42,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
     // max_bytes_in_flight. Null: this shard counts its own.
     std::shared_ptr<std::atomic<uint32_t>> streaming;
   };
-  // `options.slot_count` is this shard's part of the pool; landing_memory
-  // is set (BatchReceiver::start defaults it).
+  // `options.slot_count` is this shard's part of the pool.
   static Result<std::shared_ptr<ReceiverCore>> create(ReceiverOptions options, Placement placement);
   ReceiverCore(const ReceiverCore&) = delete;
   ReceiverCore& operator=(const ReceiverCore&) = delete;
@@ -63,7 +62,7 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // Shard 0 only: where senders connect.
   std::string address() const { return address_; }
   uint16_t port() const { return port_; }
-  MemoryKind memory_kind() const { return pool_.kind(); }
+  MemoryKind memory_kind() const { return pool_kind_; }
 
  private:
   struct Slot {
@@ -99,6 +98,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   ReceiverCore(ReceiverOptions options, Placement placement)
       : options_(std::move(options)), placement_(std::move(placement)) {}
   Status init();
+  // The pool of slot_count slots (see pool_storage_).
+  Status allocate_pool(size_t bytes);
+  std::byte* slot_data(uint32_t slot) const;
   void run();
 
   // Connection requests shard 0 hands to this shard, from its thread. False
@@ -155,8 +157,11 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   size_t credit_batch_ = std::max<size_t>(1, options_.credits_per_sender / 8);
   std::shared_ptr<ucx::Context> context_;
   std::unique_ptr<ucx::Worker> worker_;
-  Buffer pool_;
-  std::unique_ptr<ucx::MemoryRegion> pool_region_;
+  // The landing pool: memory from options_.landing_memory (pool_storage_),
+  // or, by default, host memory UCX allocated and pool_region_ owns.
+  Buffer pool_storage_;
+  std::unique_ptr<ucx::MemoryRegion> pool_region_;  // registered; data() is slot 0
+  MemoryKind pool_kind_ = MemoryKind::kHost;
   std::vector<std::byte> pool_rkey_;
   std::vector<std::byte> worker_address_;
   std::mt19937_64 token_source_{std::random_device{}()};

@@ -93,8 +93,12 @@ struct ReceiverOptions {
   // refused and counted as kUnauthorized. The coordinator hands a job's
   // token to the job's workers and consumers.
   std::string access_token;
-  // Landing memory; null means pageable host memory. Device memory needs a
-  // UCX with CUDA support (see plan_landing() in gpu/ for the fallback).
+  // Landing memory; null means pageable host memory that UCX allocates: a
+  // shared-memory segment when UCX_TLS allows shared memory, into which
+  // senders on this host put their batches with one copy of their own
+  // (SlotReach::kMapped). A resource's memory, host memory included, is
+  // private to the receiver. Device memory needs a UCX with CUDA support (see
+  // plan_landing() in gpu/ for the fallback).
   std::shared_ptr<MemoryResource> landing_memory;
   std::function<void(const PeerEvent&)> on_peer_event;
   // The process's shared UCX context; empty: the receiver creates its own.

@@ -112,8 +112,8 @@ TEST_P(BatchTransfer, EveryBatchLandsIntactAndInOrder) {
   auto sender = connect(*receiver);
   ASSERT_TRUE(sender);
   if (GetParam().mode == PushMode::kAuto) {
-    // 1 MiB slots: active messages, over shared memory too (cma reads).
-    EXPECT_EQ(sender->mode(), PushMode::kActiveMessage);
+    // The default pool is mapped into senders on this host: put, at any size.
+    EXPECT_EQ(sender->mode(), GetParam().tls[0] == 's' ? PushMode::kPut : PushMode::kActiveMessage);
   } else {
     EXPECT_EQ(sender->mode(), GetParam().mode);
   }
@@ -272,8 +272,13 @@ TEST_P(BatchTransfer, ProgressThreadsShareTheSendersAndThePool) {
 // a window smaller than one batch still lets one through at a time.
 TEST_P(BatchTransfer, SenderKeepsItsBytesInFlightWithinItsWindow) {
   constexpr size_t kBytes = 200 << 10;  // rendezvous-sized
-  auto receiver =
-      start_receiver({.slot_bytes = 256 << 10, .slot_count = 8, .credits_per_sender = 8});
+  // A private pool: a put into a mapped one (the default pool, over shared
+  // memory) is a copy that is complete when ucp_put_nbx returns, so nothing
+  // would ever be in flight to bound.
+  auto receiver = start_receiver({.slot_bytes = 256 << 10,
+                                  .slot_count = 8,
+                                  .credits_per_sender = 8,
+                                  .landing_memory = host_memory_resource()});
   ASSERT_TRUE(receiver);
   for (const size_t window : {3 * kBytes - 1, size_t{1}}) {
     const size_t most = window == 1 ? 1 : 3;
@@ -435,6 +440,44 @@ INSTANTIATE_TEST_SUITE_P(Transports, BatchTransfer,
                            return std::string(param_info.param.tls[0] == 't' ? "tcp" : "shm") +
                                   "_" + std::string(push_mode_name(param_info.param.mode));
                          });
+
+// Over shared memory the default pool is a UCX shared-memory segment that
+// senders map: auto puts into it at any size, and the batches land intact.
+// A pool of the receiver's own (a MemoryResource's) is not mapped: auto keeps
+// to active messages for large slots there (cma reads by the receiver).
+TEST(SharedMemoryLanding, AutoPutsIntoTheDefaultPoolAndNotIntoAPrivateOne) {
+  setenv("UCX_TLS", "sm,tcp", 1);
+  for (const bool private_pool : {false, true}) {
+    SCOPED_TRACE(private_pool ? "private pool" : "default pool");
+    ReceiverOptions options{.listen_address = "127.0.0.1:0",
+                            .slot_bytes = 1 << 20,
+                            .slot_count = 8,
+                            .credits_per_sender = 4};
+    if (private_pool) options.landing_memory = host_memory_resource();
+    auto receiver = BatchReceiver::start(std::move(options));
+    ASSERT_TRUE(receiver.is_ok()) << receiver.status().to_string();
+    std::vector<std::unique_ptr<BatchSender>> senders;
+    for (uint64_t split = 0; split < 2; ++split) {
+      auto sender = BatchSender::connect({.receiver_address = (*receiver)->address()});
+      ASSERT_TRUE(sender.is_ok()) << sender.status().to_string();
+      EXPECT_EQ((*sender)->mode(), private_pool ? PushMode::kActiveMessage : PushMode::kPut);
+      senders.push_back(std::move(sender).value());
+    }
+    constexpr uint64_t kBatches = 50;
+    std::vector<std::thread> threads;
+    for (uint64_t split = 0; split < senders.size(); ++split) {
+      threads.emplace_back([&, split] { send_numbered(*senders[split], split, kBatches); });
+    }
+    std::map<uint64_t, uint64_t> next_sequence;
+    for (uint64_t i = 0; i < kBatches * senders.size(); ++i) {
+      next_numbered(**receiver, next_sequence);
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(next_sequence[0], kBatches);
+    EXPECT_EQ(next_sequence[1], kBatches);
+    EXPECT_EQ((*receiver)->stats().rejected_total(), 0u);
+  }
+}
 
 TEST(BatchTransferErrors, ConnectingToNobodyFailsPromptly) {
   setenv("UCX_TLS", "tcp", 1);

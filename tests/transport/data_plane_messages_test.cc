@@ -62,13 +62,24 @@ TEST(DataPlaneMessages, WelcomeRoundTripsAndRejectsTruncation) {
   }
 }
 
-TEST(PushModes, AutoPutsSmallBatchesOverSharedMemoryOnly) {
-  EXPECT_EQ(auto_push_mode(true, 64 << 10), PushMode::kPut);
-  EXPECT_EQ(auto_push_mode(true, kSharedMemoryActiveMessageSlotBytes - 1), PushMode::kPut);
-  EXPECT_EQ(auto_push_mode(true, kSharedMemoryActiveMessageSlotBytes), PushMode::kActiveMessage);
-  EXPECT_EQ(auto_push_mode(true, 4 << 20), PushMode::kActiveMessage);
-  EXPECT_EQ(auto_push_mode(false, 64 << 10), PushMode::kActiveMessage);
-  EXPECT_EQ(auto_push_mode(false, 4 << 20), PushMode::kActiveMessage);
+TEST(PushModes, AutoPutsIntoMappedSlotsOfAnySize) {
+  for (uint64_t bytes : {uint64_t{64}, uint64_t{64} << 10, kSharedMemoryActiveMessageSlotBytes,
+                         uint64_t{64} << 20}) {
+    EXPECT_EQ(auto_push_mode(SlotReach::kMapped, bytes), PushMode::kPut) << bytes;
+  }
+}
+
+TEST(PushModes, AutoPutsSmallBatchesIntoUnmappedSharedMemorySlotsOnly) {
+  constexpr auto kShm = SlotReach::kSharedMemory;
+  EXPECT_EQ(auto_push_mode(kShm, 64 << 10), PushMode::kPut);
+  EXPECT_EQ(auto_push_mode(kShm, kSharedMemoryActiveMessageSlotBytes - 1), PushMode::kPut);
+  EXPECT_EQ(auto_push_mode(kShm, kSharedMemoryActiveMessageSlotBytes), PushMode::kActiveMessage);
+  EXPECT_EQ(auto_push_mode(kShm, 4 << 20), PushMode::kActiveMessage);
+}
+
+TEST(PushModes, AutoSendsActiveMessagesOverTheNetwork) {
+  EXPECT_EQ(auto_push_mode(SlotReach::kNetwork, 64 << 10), PushMode::kActiveMessage);
+  EXPECT_EQ(auto_push_mode(SlotReach::kNetwork, 4 << 20), PushMode::kActiveMessage);
 }
 
 TEST(DataPlaneMessages, CreditChecksSlotRangeAndCount) {

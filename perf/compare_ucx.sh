@@ -25,6 +25,10 @@
 # real producer would (colder caches).
 # --receiver-threads N gives the fan-in server N progress threads (the line
 # then says receiver_threads=N); single-sender points always use one.
+# --ucx-test T runs another ucx_perftest test as the reference (the line then
+# starts ucx_test=T): ucp_put_bw is the one that matches stoker's put into a
+# receiver's mapped pool over shared memory (docs/perf.md); the targets of
+# issue 2 are against ucp_am_bw, the default.
 # --max-bytes-in-flight sets each sender's SenderOptions::max_bytes_in_flight
 # (0 by default: the receiver's share decides); --receiver-window sets the
 # receiver's ReceiverOptions::max_bytes_in_flight, shared by its senders
@@ -41,6 +45,7 @@
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
 #                       [--fanin-size BYTES] [--mode am|put|auto] [--receiver-threads N]
 #                       [--max-bytes-in-flight BYTES] [--receiver-window BYTES] [--no-pin]
+#                       [--ucx-test ucp_am_bw|ucp_put_bw]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -56,7 +61,8 @@ receiver_threads=1
 window=()           # the senders' default max_bytes_in_flight
 receiver_window=()  # the receiver's default max_bytes_in_flight
 pin=1
-mode=auto  # stoker's push mode: put over shared memory below 512 KiB slots, else active messages
+ucx_test=ucp_am_bw
+mode=auto  # stoker's push mode: put into the receiver's mapped pool over shared memory, else active messages
 port=$((20000 + RANDOM % 20000))
 
 while [[ $# -gt 0 ]]; do
@@ -75,6 +81,7 @@ while [[ $# -gt 0 ]]; do
     --max-bytes-in-flight) window=(--max-bytes-in-flight "$2"); shift 2 ;;
     --receiver-window) receiver_window=(--max-bytes-in-flight "$2"); shift 2 ;;
     --no-pin) pin=0; shift ;;
+    --ucx-test) ucx_test=$2; shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -138,15 +145,16 @@ iterations_for() {  # size
   echo $((n < 3000 ? 3000 : n > 100000 ? 100000 : n))
 }
 
-# ucx_perftest ucp_am_bw: the client's "Final" line, overall bandwidth (MB/s).
+# ucx_perftest (ucp_am_bw, or --ucx-test): the client's "Final" line, overall
+# bandwidth (MB/s).
 run_ucx() {  # tls size
   port=$((port + 1))
   UCX_TLS=$(ucx_tls "$1") on_cores "$(server_cores 1)" \
-    ucx_perftest -t ucp_am_bw -s "$2" -n "$(iterations_for "$2")" -p "$port" >"$work/ucx_server.log" 2>&1 &
+    ucx_perftest -t "$ucx_test" -s "$2" -n "$(iterations_for "$2")" -p "$port" >"$work/ucx_server.log" 2>&1 &
   local server=$!
   sleep 0.3
   UCX_TLS=$(ucx_tls "$1") on_cores "$(sender_core 1 1)" timeout 120 \
-    ucx_perftest -t ucp_am_bw -s "$2" -n "$(iterations_for "$2")" -p "$port" 127.0.0.1 2>&1 |
+    ucx_perftest -t "$ucx_test" -s "$2" -n "$(iterations_for "$2")" -p "$port" 127.0.0.1 2>&1 |
     awk '/Final:/ {print $7}'
   wait "$server" || true
 }
@@ -193,7 +201,8 @@ point() {  # tls size senders
   # apart, while the machine's speed drifts over the minutes of a whole run.
   r=$(printf '%s\n' "${ratios[@]}" | median)
   local extra=""
-  [[ $3 -gt 1 ]] && extra="senders=$3 "
+  [[ $ucx_test != ucp_am_bw ]] && extra="ucx_test=$ucx_test "
+  [[ $3 -gt 1 ]] && extra="${extra}senders=$3 "
   [[ $(threads_for "$3") -gt 1 ]] && extra="${extra}receiver_threads=$(threads_for "$3") "
   awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v r="$r" -v extra="$extra" \
     'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, r}'

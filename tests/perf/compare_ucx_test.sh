@@ -3,7 +3,8 @@
 # loopback, a few hundred small messages) and checks what issue 2 fixes about
 # its output: one line per point in exactly the documented form, a ratio that
 # is stoker's figure over ucx_perftest's, the fan-in point labelled with its
-# senders, and exit status 0 with and without a fan-in point.
+# senders, the reference test named when it is not ucp_am_bw, and exit
+# status 0 with and without a fan-in point.
 #
 #   compare_ucx_test.sh SOURCE_DIR STOKER_PERF
 set -euo pipefail
@@ -51,4 +52,10 @@ run single --fanin 1
 mapfile -t lines <"$work/single.out"
 [[ ${#lines[@]} -eq 1 ]] || fail "expected 1 line with --fanin 1, got: ${lines[*]}"
 check_line "${lines[0]}" ""
+
+# Another ucx_perftest test as the reference: the line says which.
+run put --fanin 1 --ucx-test ucp_put_bw
+mapfile -t lines <"$work/put.out"
+[[ ${#lines[@]} -eq 1 ]] || fail "expected 1 line with --ucx-test ucp_put_bw, got: ${lines[*]}"
+check_line "${lines[0]}" "ucx_test=ucp_put_bw "
 echo "compare_ucx.sh: output as documented"

@@ -139,6 +139,23 @@ class Cluster {
     EXPECT_EQ(workers_.back()->spawn_error(), 0) << argv[0];
     return workers_.size() - 1;
   }
+  // Waits up to 20 s until the coordinator has logged `count` worker
+  // registrations; false if it has not. A test that counts workers must
+  // wait: a job can run to its end on the first worker to register.
+  bool wait_for_registrations(size_t count) {
+    const std::string marker = ") registered from ";
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::string text = coordinator_->log();
+      size_t seen = 0;
+      for (auto at = text.find(marker); at != std::string::npos; at = text.find(marker, at + 1)) {
+        ++seen;
+      }
+      if (seen >= count) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
   ChildProcess& worker(size_t i) { return *workers_.at(i); }
   size_t worker_count() const { return workers_.size(); }
 

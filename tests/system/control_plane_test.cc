@@ -151,6 +151,7 @@ TEST(StokerCtl, ShowsWorkersJobsIterationsAndConsumersAsTablesAndJson) {
   cluster.start_coordinator();
   cluster.start_worker(1);
   cluster.start_worker(1);
+  ASSERT_TRUE(cluster.wait_for_registrations(2)) << cluster.logs();
   auto client = cluster.client("ctl-test-trainer");
   ASSERT_NE(client, nullptr);
   auto reader = client->open_reader(

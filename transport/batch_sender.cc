@@ -103,7 +103,7 @@ class BatchSender::Impl {
                                 size_t length, const ucp_am_recv_param_t* param);
   static void on_sent(void* request, ucs_status_t status, void* user_data);
   static void on_flushed(void* request, ucs_status_t status, void* user_data);
-  void queue_ready_notice(const Op* op);
+  void queue_ready_notice(Op* op);
   void send_ready_notices();
   // Whether queued notices go now or wait for more (mapped slots only).
   bool notices_due() const;
@@ -136,7 +136,7 @@ class BatchSender::Impl {
   Status health_;
   std::deque<uint32_t> credits_;
   std::vector<std::byte> ready_notices_;  // put mode: u16 count, then BatchReady entries
-  uint16_t ready_count_ = 0;
+  std::vector<Op*> noticed_;              // the batches of those entries, still in flight
   size_t in_flight_ = 0;
   size_t bytes_in_flight_ = 0;
   size_t receiver_window_ = 0;  // our share of the receiver's window, from its credits
@@ -375,25 +375,25 @@ void BatchSender::Impl::on_flushed(void* request, ucs_status_t status, void* use
     self->complete(op, status, "putting a batch");
     return;
   }
-  // The payload is in the slot, so the send is complete. The receiver learns
-  // of it from a ready notice, batched with others that complete in the same
-  // progress turn (send_ready_notices).
+  // The payload is in the slot. The receiver learns of it from a ready
+  // notice, sent with others (send_ready_notices), and the batch completes
+  // once that notice is sent: a sender that dies before it has not delivered
+  // the batch, and its caller must not count it as delivered.
   self->queue_ready_notice(op);
-  self->complete(op, UCS_OK, "");
 }
 
-void BatchSender::Impl::queue_ready_notice(const Op* op) {
+void BatchSender::Impl::queue_ready_notice(Op* op) {
   const size_t limit = std::min(worker_->max_am_header(), wire::kMaxReadyNoticeBytes);
   if (ready_notices_.size() + op->header_bytes > limit) send_ready_notices();
   if (ready_notices_.empty()) ready_notices_.resize(2);  // the count, filled in when sent
   ready_notices_.insert(ready_notices_.end(), op->header.begin(),
                         op->header.begin() + static_cast<std::ptrdiff_t>(op->header_bytes));
-  ++ready_count_;
+  noticed_.push_back(op);
 }
 
 void BatchSender::Impl::send_ready_notices() {
-  if (ready_count_ == 0) return;
-  wire::ByteWriter(std::span(ready_notices_).first(2)).put(ready_count_);
+  if (noticed_.empty()) return;
+  wire::ByteWriter(std::span(ready_notices_).first(2)).put(static_cast<uint16_t>(noticed_.size()));
   // After the puts they announce. Over shared memory into a private pool,
   // UCX 1.13 carries the puts themselves through the receiver's FIFO (it
   // emulates them with active messages), so the notices go on the data
@@ -401,11 +401,14 @@ void BatchSender::Impl::send_ready_notices() {
   // 64 KiB batches went from 7.7-8.6 to 11.4-13.2 GB/s (docs/perf.md). Into
   // mapped slots they go on the control endpoint (slots_mapped_).
   if (Status st = ucx::send_control_am(notice_ep(), static_cast<uint16_t>(wire::AmId::kBatchReady),
-                                       std::exchange(ready_notices_, {}));
+                                       std::exchange(ready_notices_, {}), {},
+                                       [this, ops = std::exchange(noticed_, {})](ucs_status_t s) {
+                                         for (Op* op : ops)
+                                           complete(op, s, "sending a ready notice");
+                                       });
       !st.is_ok()) {
     fail(st.with_context("sending ready notices"));
   }
-  ready_count_ = 0;
 }
 
 bool BatchSender::Impl::notices_due() const {
@@ -416,8 +419,8 @@ bool BatchSender::Impl::notices_due() const {
   // it never waits on more than that many landed batches, and at once when
   // we cannot post again (64 KiB batches: an eighth moved 5.5-7.5 GB/s, a
   // quarter 6.9-9.6, a half hurt 1 MiB batches; docs/perf.md).
-  const size_t granted = credits_.size() + in_flight_ + ready_count_;
-  return ready_count_ >= std::max<size_t>(1, granted / 4) || !can_post();
+  const size_t granted = credits_.size() + in_flight_;  // in flight: noticed_ too
+  return noticed_.size() >= std::max<size_t>(1, granted / 4) || !can_post();
 }
 
 Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::byte> payload,
@@ -497,7 +500,7 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
       fp.user_data = op;
       ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep_->get(), &fp);
       if (flush == nullptr) {
-        on_flushed(nullptr, UCS_OK, op);  // completed at once (always, into mapped slots)
+        on_flushed(nullptr, UCS_OK, op);  // flushed at once (always, into mapped slots)
         if (notices_due()) send_ready_notices();
       } else if (UCS_PTR_IS_ERR(flush)) {
         complete(op, UCS_PTR_STATUS(flush), "flushing a put");

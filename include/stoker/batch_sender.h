@@ -60,11 +60,16 @@ class BatchSender {
 
   // Waits up to `timeout` for a credit, then starts sending `payload`, which
   // must hold descriptor.payload_bytes bytes and stay unchanged until
-  // `on_complete` runs. Fails fast once the receiver has failed.
+  // `on_complete` runs. That runs once the batch is delivered as far as this
+  // sender can tell (am: sent, or pulled by the receiver when large; put:
+  // its ready notice sent), or with the error that stopped it. Fails fast
+  // once the receiver has failed.
   Status post(const BatchDescriptor& descriptor, std::span<const std::byte> payload,
               Completion on_complete, std::chrono::milliseconds timeout);
 
-  // Runs due completions without blocking.
+  // Makes progress without blocking: sends ready notices held back for a
+  // fuller message, and runs due completions. Call it while there is
+  // nothing to post, or batches may wait unannounced.
   void poll();
   // Waits until can_post() (kTimedOut if that does not come), running
   // completions meanwhile; fails fast once the receiver has failed.

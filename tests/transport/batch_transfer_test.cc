@@ -479,6 +479,49 @@ TEST(SharedMemoryLanding, AutoPutsIntoTheDefaultPoolAndNotIntoAPrivateOne) {
   }
 }
 
+// Into mapped slots a put is done within post(), but its ready notice may
+// wait for others (a TCP message each); the batch completes only once the
+// notice is sent, so a sender that dies before has not delivered it. poll()
+// sends what is held back.
+TEST(SharedMemoryLanding, AMappedPutCompletesWhenItsNoticeIsSent) {
+  setenv("UCX_TLS", "sm,tcp", 1);
+  auto receiver = BatchReceiver::start({.listen_address = "127.0.0.1:0",
+                                        .slot_bytes = 8192,
+                                        .slot_count = 8,
+                                        .credits_per_sender = 8});
+  ASSERT_TRUE(receiver.is_ok()) << receiver.status().to_string();
+  auto sender = BatchSender::connect({.receiver_address = (*receiver)->address()});
+  ASSERT_TRUE(sender.is_ok()) << sender.status().to_string();
+  ASSERT_EQ((*sender)->mode(), PushMode::kPut);
+  std::vector<std::byte> payload(8192);
+  fill_pattern(payload, 0);
+  bool completed = false;
+  ASSERT_TRUE((*sender)
+                  ->post(
+                      describe(0, payload.size()), payload,
+                      [&](const Status& s) {
+                        EXPECT_TRUE(s.is_ok()) << s.to_string();
+                        completed = true;
+                      },
+                      10s)
+                  .is_ok());
+  // Eight credits: notices go in pairs, so this one is held back.
+  EXPECT_FALSE(completed);
+  EXPECT_EQ((*sender)->in_flight(), 1u);
+  EXPECT_FALSE((*receiver)->next(50ms).is_ok());
+  (*sender)->poll();
+  wait_until([&] {
+    (*sender)->poll();
+    return completed;
+  });
+  EXPECT_TRUE(completed);
+  EXPECT_EQ((*sender)->in_flight(), 0u);
+  auto batch = (*receiver)->next(10s);
+  ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
+  EXPECT_TRUE(has_pattern(batch->payload(), 0));
+  EXPECT_TRUE((*sender)->close(10s).is_ok());
+}
+
 TEST(BatchTransferErrors, ConnectingToNobodyFailsPromptly) {
   setenv("UCX_TLS", "tcp", 1);
   const auto t0 = std::chrono::steady_clock::now();

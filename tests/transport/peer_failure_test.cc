@@ -181,7 +181,7 @@ TEST_P(ReceiverFailure, ReceiverKilledMidStreamFailsTheSenderWithoutHanging) {
 // Limitations). Into the receiver's default pool, mapped by senders on its
 // host, nothing a sender sends passes through that FIFO: the sender-death
 // test runs over shared memory too (with the notices in the FIFO it stalled
-// the survivor in 4 of 60 runs; since, in none of 150, nor of 25 under
+// the survivor in 4 of 60 runs; since, in none of 190, nor of 50 under
 // AddressSanitizer). Receiver death is tested on both.
 INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "sm,tcp"),
                          [](const auto& param_info) {

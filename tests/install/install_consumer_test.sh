@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Installs stoker from SOURCE_DIR into WORK_DIR/prefix, then builds and runs
+# Installs the stoker build tree BUILD_DIR (built from SOURCE_DIR; ctest runs
+# this after the build, so nothing is compiled twice) into WORK_DIR/prefix,
+# then builds and runs
 # tests/install/consumer/ against it twice: as a CMake project
 # (find_package(stoker)) and with g++ and `pkg-config --static`; then builds
 # the example trainer against it and trains it on Fashion-MNIST with the
 # installed coordinator and workers.
 set -euo pipefail
 
-if [[ $# -ne 2 ]]; then
-  echo "usage: $0 SOURCE_DIR WORK_DIR" >&2
+if [[ $# -ne 3 ]]; then
+  echo "usage: $0 SOURCE_DIR BUILD_DIR WORK_DIR" >&2
   exit 2
 fi
 source_dir=$(cd "$1" && pwd)
-mkdir -p "$2"
-work_dir=$(cd "$2" && pwd)
+build_dir=$(cd "$2" && pwd)
+mkdir -p "$3"
+work_dir=$(cd "$3" && pwd)
 prefix="$work_dir/prefix"
 consumer_src="$source_dir/tests/install/consumer"
 
@@ -31,15 +34,12 @@ run_step() {
   "$@"
 }
 
-rm -rf "$work_dir/build" "$prefix" "$work_dir/consumer-cmake" "$work_dir/consumer-pkgconfig" \
+rm -rf "$prefix" "$work_dir/consumer-cmake" "$work_dir/consumer-pkgconfig" \
   "$work_dir/example"
 # Loopback only: keep UCX off shared memory and RDMA devices.
 export UCX_TLS=tcp
 
-run_step "configure stoker" cmake -S "$source_dir" -B "$work_dir/build" -G Ninja \
-  -DCMAKE_BUILD_TYPE=Release -DSTOKER_BUILD_TESTS=OFF -DSTOKER_BUILD_PERF=OFF -DSTOKER_CUDA=OFF
-run_step "build stoker" cmake --build "$work_dir/build" -j 2
-run_step "install stoker" cmake --install "$work_dir/build" --prefix "$prefix"
+run_step "install stoker" cmake --install "$build_dir" --prefix "$prefix"
 
 run_step "configure consumer (find_package)" cmake -S "$consumer_src" \
   -B "$work_dir/consumer-cmake" -G Ninja -DCMAKE_PREFIX_PATH="$prefix"

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <thread>
 
 #include "tests/system/cluster.h"
@@ -185,17 +186,32 @@ TEST(StokerCtl, ShowsWorkersJobsIterationsAndConsumersAsTablesAndJson) {
   EXPECT_EQ(json["consumers"][0]["name"], "ctl-test-trainer");
 }
 
-// A free TCP port on loopback (bound, then released).
+// A free TCP port for a worker's --metrics-port (which it binds on every
+// address), below the kernel's ephemeral range: a port from bind(0) is one
+// that any process's next outgoing connection may take as its local port
+// before the worker binds it (seen in a CI run: "cannot serve /metrics on
+// 0.0.0.0:59463", and the worker exits). Tests running in parallel start
+// from different random points of the range.
 uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &length);
-  ::close(fd);
-  return ntohs(addr.sin_port);
+  uint32_t ephemeral_low = 32768;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low;
+  constexpr uint32_t kLowest = 10000;
+  if (ephemeral_low <= kLowest + 100) ephemeral_low = 65536;  // a host that gives out (nearly) all
+  const uint32_t span = ephemeral_low - kLowest;
+  const uint32_t start = std::random_device{}() % span;
+  for (uint32_t i = 0; i < span; ++i) {
+    const auto port = static_cast<uint16_t>(kLowest + (start + i) % span);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    addr.sin_port = htons(port);
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    ::close(fd);
+    if (bound) return port;
+  }
+  ADD_FAILURE() << "no free port below " << ephemeral_low;
+  return 0;
 }
 
 // GET http://127.0.0.1:port/path; the body, or "" on failure.
@@ -230,7 +246,8 @@ TEST(WorkerMetrics, CountersAreExportedForPrometheus) {
   auto reader = client->open_reader({.pipeline_spec = range_spec(1000, 100, 10), .epochs = 1});
   ASSERT_TRUE(reader.is_ok());
   Status status;
-  ASSERT_EQ(read_epochs(**reader, 1, &status).size(), 1000u) << status.to_string();
+  ASSERT_EQ(read_epochs(**reader, 1, &status).size(), 1000u)
+      << status.to_string() << cluster.logs();
   std::string metrics;
   for (int attempt = 0; attempt < 50 && metrics.empty(); ++attempt) {
     metrics = http_get(port, "/metrics");

@@ -196,7 +196,9 @@ uint16_t free_port() {
   uint32_t ephemeral_low = 32768;
   std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low;
   constexpr uint32_t kLowest = 10000;
-  if (ephemeral_low <= kLowest + 100) ephemeral_low = 65536;  // a host that gives out (nearly) all
+  // A host whose ephemeral range starts lower: search every port above
+  // kLowest (the race is back there, but rare).
+  if (ephemeral_low <= kLowest) ephemeral_low = 65536;
   const uint32_t span = ephemeral_low - kLowest;
   const uint32_t start = std::random_device{}() % span;
   for (uint32_t i = 0; i < span; ++i) {

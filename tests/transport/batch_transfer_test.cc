@@ -509,7 +509,6 @@ TEST(SharedMemoryLanding, AMappedPutCompletesWhenItsNoticeIsSent) {
   EXPECT_FALSE(completed);
   EXPECT_EQ((*sender)->in_flight(), 1u);
   EXPECT_FALSE((*receiver)->next(50ms).is_ok());
-  (*sender)->poll();
   wait_until([&] {
     (*sender)->poll();
     return completed;

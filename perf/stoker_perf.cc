@@ -154,9 +154,7 @@ int run_server(const ServerArgs& args) {
     if (e.kind == stoker::PeerEvent::Kind::kConnected) {
       spdlog::info("{} connected", e.peer);
     } else {
-      if (e.kind == stoker::PeerEvent::Kind::kFailed) {
-        spdlog::warn("{} failed: {}", e.peer, e.status.message());
-      }
+      // The receiver has logged a failure already, with the peer's name.
       senders_done.fetch_add(1);
     }
   };

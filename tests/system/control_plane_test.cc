@@ -50,10 +50,11 @@ TEST_P(ShardingModes, EachModeVisitsEveryElementAsItPromises) {
   Cluster cluster;
   cluster.start_coordinator();
   for (int i = 0; i < 3; ++i) cluster.start_worker(1);
-  // Wait for the three workers, so static sharding divides among all of them.
+  // Wait for the three workers, so every mode divides among all of them (a
+  // fixed 300 ms was too short for the third under a loaded ctest -j2).
+  ASSERT_TRUE(cluster.wait_for_registrations(3)) << cluster.logs();
   auto client = cluster.client();
   ASSERT_NE(client, nullptr);
-  std::this_thread::sleep_for(300ms);
   constexpr uint64_t kElements = 3000;
   auto reader = client->open_reader({.pipeline_spec = range_spec(kElements, 100, 32),
                                      .sharding = GetParam().sharding,

@@ -108,7 +108,10 @@ class BatchSender::Impl {
   // Whether queued notices go now or wait for more (mapped slots only).
   bool notices_due() const;
   // Where ready notices and the goodbye travel (see slots_mapped_).
-  ucp_ep_h notice_ep() const { return (slots_mapped_ ? ep_ : data_ep_)->get(); }
+  ucp_ep_h notice_ep() const { return slots_mapped_ ? ep_->get() : data_ep(); }
+  // Where batches travel: the data endpoint, or the control endpoint when
+  // there is none (data_on_control_).
+  ucp_ep_h data_ep() const { return (data_on_control_ ? ep_ : data_ep_)->get(); }
 
   SenderOptions options_;
   std::string receiver_;
@@ -121,6 +124,9 @@ class BatchSender::Impl {
   std::vector<std::unique_ptr<ucx::MemoryRegion>> regions_;
   std::unique_ptr<ucx::Endpoint> ep_;       // control: handshake and credits (sockaddr)
   std::unique_ptr<ucx::Endpoint> data_ep_;  // batches: by worker address, so shared memory works
+  // No data endpoint: UCX could not share memory with a receiver on this
+  // host, and batches travel on the control endpoint.
+  bool data_on_control_ = false;
   std::unique_ptr<ucx::RemoteKey> pool_rkey_;
 
   bool welcomed_ = false;
@@ -187,16 +193,30 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   const bool shared_memory = !impl->welcome_.host_identity.empty() &&
                              impl->welcome_.host_identity == host_identity() &&
                              ucx_shared_memory_enabled();
-  STOKER_ASSIGN_OR_RETURN(impl->data_ep_,
-                          ucx::Endpoint::connect_to_worker(
-                              *impl->worker_, impl->welcome_.worker_address, impl->receiver_));
+  auto direct = ucx::Endpoint::connect_to_worker(*impl->worker_, impl->welcome_.worker_address,
+                                                 impl->receiver_);
+  if (direct.is_ok()) {
+    impl->data_ep_ = std::move(direct).value();
+  } else if (shared_memory && direct.status().code() == StatusCode::kUnsupported) {
+    // UCX could not attach the receiver's shared memory: in UCX 1.13 its
+    // segments are open to its own user and group only, so a receiver run by
+    // another user on this host is out of reach (docs/protocol.md §12). The
+    // control endpoint is TCP: batches go there, slower but delivered.
+    spdlog::warn(
+        "sender: cannot share memory with the receiver at {} on this host (is it run by another "
+        "user?): {}; sending batches over the control connection (TCP) instead",
+        impl->receiver_, direct.status().message());
+    impl->data_on_control_ = true;
+  } else {
+    return direct.status();
+  }
   if (impl->options_.mode == PushMode::kPut) {
-    STOKER_ASSIGN_OR_RETURN(
-        impl->pool_rkey_, ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey));
-  } else if (shared_memory) {
+    STOKER_ASSIGN_OR_RETURN(impl->pool_rkey_,
+                            ucx::RemoteKey::unpack(impl->data_ep(), impl->welcome_.pool_rkey));
+  } else if (shared_memory && !impl->data_on_control_) {
     // Only to see whether the pool is mapped: a key that does not unpack
     // leaves auto with the other modes.
-    auto key = ucx::RemoteKey::unpack(impl->data_ep_->get(), impl->welcome_.pool_rkey);
+    auto key = ucx::RemoteKey::unpack(impl->data_ep(), impl->welcome_.pool_rkey);
     if (key.is_ok()) {
       impl->pool_rkey_ = std::move(key).value();
     } else {
@@ -210,9 +230,9 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
                       impl->welcome_.memory_kind == static_cast<uint8_t>(MemoryKind::kHost) &&
                       impl->pool_rkey_->maps_locally(impl->welcome_.pool_address);
   if (impl->options_.mode == PushMode::kAuto) {
-    const SlotReach reach = mapped          ? SlotReach::kMapped
-                            : shared_memory ? SlotReach::kSharedMemory
-                                            : SlotReach::kNetwork;
+    const SlotReach reach = mapped                                     ? SlotReach::kMapped
+                            : shared_memory && !impl->data_on_control_ ? SlotReach::kSharedMemory
+                                                                       : SlotReach::kNetwork;
     impl->options_.mode = auto_push_mode(reach, impl->welcome_.slot_bytes);
     // Without a key (none unpacked) only active messages can go.
     if (!impl->pool_rkey_) impl->options_.mode = PushMode::kActiveMessage;
@@ -221,8 +241,7 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   impl->slots_mapped_ = mapped && impl->options_.mode == PushMode::kPut;
   spdlog::debug("sender: pushing to {} by {}{}", impl->receiver_,
                 push_mode_name(impl->options_.mode), mapped ? " (its slots are mapped here)" : "");
-  STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->data_ep_->get(),
-                                              static_cast<uint16_t>(AmId::kAttach),
+  STOKER_RETURN_IF_ERROR(ucx::send_control_am(impl->data_ep(), static_cast<uint16_t>(AmId::kAttach),
                                               wire::Attach{.sender_id = impl->welcome_.sender_id,
                                                            .token = impl->welcome_.attach_token,
                                                            .mode = impl->options_.mode}
@@ -477,9 +496,9 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
     if (welcome_.memory_kind == static_cast<uint8_t>(MemoryKind::kDevice)) {
       param.flags |= UCP_AM_SEND_FLAG_RNDV;
     }
-    request = ucp_am_send_nbx(data_ep_->get(), static_cast<uint16_t>(wire::AmId::kBatch),
-                              op->header.data(), op->header_bytes, payload.data(), payload.size(),
-                              &param);
+    request =
+        ucp_am_send_nbx(data_ep(), static_cast<uint16_t>(wire::AmId::kBatch), op->header.data(),
+                        op->header_bytes, payload.data(), payload.size(), &param);
     if (request == nullptr || UCS_PTR_IS_ERR(request)) {
       complete(op, UCS_PTR_STATUS(request), "sending a batch");
     }
@@ -488,8 +507,8 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
     param.op_attr_mask &= ~uint32_t{UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA};
     param.flags = 0;
     const uint64_t remote = welcome_.pool_address + uint64_t{slot} * welcome_.slot_bytes;
-    request = ucp_put_nbx(data_ep_->get(), payload.data(), payload.size(), remote,
-                          pool_rkey_->get(), &param);
+    request =
+        ucp_put_nbx(data_ep(), payload.data(), payload.size(), remote, pool_rkey_->get(), &param);
     if (UCS_PTR_IS_ERR(request)) {
       complete(op, UCS_PTR_STATUS(request), "putting a batch");
     } else {
@@ -498,7 +517,7 @@ Status BatchSender::Impl::post(const BatchDescriptor& d, std::span<const std::by
       fp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
       fp.cb.send = &Impl::on_flushed;
       fp.user_data = op;
-      ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep_->get(), &fp);
+      ucs_status_ptr_t flush = ucp_ep_flush_nbx(data_ep(), &fp);
       if (flush == nullptr) {
         on_flushed(nullptr, UCS_OK, op);  // flushed at once (always, into mapped slots)
         if (notices_due()) send_ready_notices();
@@ -540,14 +559,14 @@ Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
   if (closed_) return Status::ok();
   closed_ = true;
   Status st = Status::ok();
-  if (health_.is_ok() && data_ep_) {
+  if (health_.is_ok() && (data_ep_ || data_on_control_)) {
     // The goodbye travels after a flush, on the endpoint that carried the
     // batches (or their ready notices: notice_ep()), so the receiver sees it
     // only once every batch has arrived.
     st = flush(timeout);
     if (st.is_ok()) {
       ucp_request_param_t param{};
-      st = worker_->wait_for(ucp_ep_flush_nbx(data_ep_->get(), &param), timeout,
+      st = worker_->wait_for(ucp_ep_flush_nbx(data_ep(), &param), timeout,
                              "flushing the data endpoint");
     }
     if (st.is_ok()) {

@@ -30,6 +30,7 @@ Status from_ucs(ucs_status_t status, std::string_view what) {
       return resource_exhausted(std::move(message));
     case UCS_ERR_UNSUPPORTED:
     case UCS_ERR_NO_DEVICE:
+    case UCS_ERR_SHMEM_SEGMENT:  // a peer's shared memory this process may not attach
       return unsupported(std::move(message));
     case UCS_ERR_INVALID_PARAM:
     case UCS_ERR_INVALID_ADDR:

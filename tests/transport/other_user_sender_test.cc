@@ -1,0 +1,121 @@
+// A sender run by another user on the receiver's host, as a real process:
+// UCX 1.13 cannot attach the receiver's shared memory (its segments are open
+// to the receiver's user and group only), so the sender sends its batches
+// over its control connection (TCP) instead, and every one lands intact.
+// Needs root, to start the sender as `nobody`; skipped otherwise.
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "stoker/batch_receiver.h"
+#include "tests/support/child_process.h"
+
+namespace stoker {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::ChildProcess;
+using testing::stoker_perf_path;
+
+constexpr const char* kSetpriv = "/usr/bin/setpriv";
+
+std::string log_path(const std::string& name) {
+  return ::testing::TempDir() + "/" + name + "-" + std::to_string(getpid()) + ".log";
+}
+
+// stoker-perf --verify's payload: byte k of batch s (k >= 8, after the
+// timestamp) is (s + k) mod 251.
+bool has_verify_pattern(std::span<const std::byte> payload, uint64_t sequence) {
+  for (size_t k = 8; k < payload.size(); ++k) {
+    if (payload[k] != static_cast<std::byte>((sequence + k) % 251)) return false;
+  }
+  return true;
+}
+
+TEST(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root, to start a sender as another user";
+  if (access(kSetpriv, X_OK) != 0) GTEST_SKIP() << kSetpriv << " is missing (util-linux)";
+  const passwd* nobody = getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+  const std::vector<std::string> as_nobody = {kSetpriv,
+                                              "--reuid",
+                                              std::to_string(nobody->pw_uid),
+                                              "--regid",
+                                              std::to_string(nobody->pw_gid),
+                                              "--clear-groups",
+                                              stoker_perf_path()};
+  {
+    std::vector<std::string> probe = as_nobody;
+    probe.push_back("--help");
+    ChildProcess help(probe, log_path("probe"));
+    if (help.wait(10s) != 0) {
+      GTEST_SKIP() << "'nobody' cannot run " << stoker_perf_path() << ":\n" << help.log();
+    }
+  }
+  // Shared memory allowed on both sides: the receiver's default pool is then
+  // a shared-memory segment, and UCX would pick shared memory for the
+  // sender's data endpoint.
+  setenv("UCX_TLS", "sm,tcp", 1);
+  std::mutex mu;
+  std::vector<PeerEvent> events;
+  auto started = BatchReceiver::start({.listen_address = "127.0.0.1:0",
+                                       .slot_bytes = 256 << 10,
+                                       .slot_count = 8,
+                                       .credits_per_sender = 8,
+                                       .on_peer_event = [&](const PeerEvent& e) {
+                                         std::lock_guard lock(mu);
+                                         events.push_back(e);
+                                       }});
+  ASSERT_TRUE(started.is_ok()) << started.status().to_string();
+  auto& receiver = **started;
+
+  constexpr int kBatches = 300;
+  std::vector<std::string> client = as_nobody;
+  for (const char* arg : {"client", "--connect"}) client.emplace_back(arg);
+  client.push_back("127.0.0.1:" + std::to_string(receiver.port()));
+  for (const char* arg : {"--size", "256K", "--iterations", "300", "--warmup", "0", "--verify",
+                          "--name", "other-user"}) {
+    client.emplace_back(arg);
+  }
+  ChildProcess sender(client, log_path("other-user"));
+  ASSERT_EQ(sender.spawn_error(), 0) << strerror(sender.spawn_error());
+
+  int landed = 0;
+  int intact = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (landed < kBatches && std::chrono::steady_clock::now() < deadline) {
+    auto batch = receiver.next(100ms);
+    if (!batch.is_ok()) {
+      if (!sender.running()) break;  // it has gone, and nothing more landed
+      continue;
+    }
+    ++landed;
+    if (has_verify_pattern(batch->payload(), batch->descriptor().sequence)) ++intact;
+  }
+  EXPECT_EQ(sender.wait(30s), 0) << sender.log();
+  EXPECT_EQ(landed, kBatches) << sender.log();
+  EXPECT_EQ(intact, landed);
+  EXPECT_NE(sender.log().find("sending batches over the control connection"), std::string::npos)
+      << "the sender did not say it fell back:\n"
+      << sender.log();
+  const auto finished_by = std::chrono::steady_clock::now() + 5s;
+  while (receiver.stats().senders_finished != 1 && std::chrono::steady_clock::now() < finished_by) {
+    std::this_thread::sleep_for(10ms);
+  }
+  const ReceiverStats stats = receiver.stats();
+  EXPECT_EQ(stats.senders_finished, 1u);
+  EXPECT_EQ(stats.senders_failed, 0u);
+  EXPECT_EQ(stats.rejected_total(), 0u);
+  std::lock_guard lock(mu);
+  for (const auto& e : events) EXPECT_NE(e.kind, PeerEvent::Kind::kFailed) << e.status.to_string();
+}
+
+}  // namespace
+}  // namespace stoker

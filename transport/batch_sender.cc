@@ -210,6 +210,15 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   } else {
     return direct.status();
   }
+  if (impl->data_on_control_ && impl->options_.mode == PushMode::kPut) {
+    // A put needs the pool's key, and unpacking the key of a shared-memory
+    // pool we may not attach crashes inside UCX 1.13 (ucp_rkey_destroy on
+    // its error path).
+    return unsupported(
+        fmt::format("put mode to the receiver at {} needs its shared memory, which this process "
+                    "may not attach; use am or auto",
+                    impl->receiver_));
+  }
   if (impl->options_.mode == PushMode::kPut) {
     STOKER_ASSIGN_OR_RETURN(impl->pool_rkey_,
                             ucx::RemoteKey::unpack(impl->data_ep(), impl->welcome_.pool_rkey));

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <initializer_list>
 #include <mutex>
 #include <span>
 #include <string>
@@ -39,30 +40,42 @@ bool has_verify_pattern(std::span<const std::byte> payload, uint64_t sequence) {
   return true;
 }
 
-TEST(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
-  if (geteuid() != 0) GTEST_SKIP() << "needs root, to start a sender as another user";
-  if (access(kSetpriv, X_OK) != 0) GTEST_SKIP() << kSetpriv << " is missing (util-linux)";
-  const passwd* nobody = getpwnam("nobody");
-  if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
-  const std::vector<std::string> as_nobody = {kSetpriv,
-                                              "--reuid",
-                                              std::to_string(nobody->pw_uid),
-                                              "--regid",
-                                              std::to_string(nobody->pw_gid),
-                                              "--clear-groups",
-                                              stoker_perf_path()};
-  {
-    std::vector<std::string> probe = as_nobody;
-    probe.push_back("--help");
-    ChildProcess help(probe, log_path("probe"));
+class OtherUserSender : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root, to start a sender as another user";
+    if (access(kSetpriv, X_OK) != 0) GTEST_SKIP() << kSetpriv << " is missing (util-linux)";
+    const passwd* nobody = getpwnam("nobody");
+    if (nobody == nullptr) GTEST_SKIP() << "no user 'nobody'";
+    as_nobody_ = {kSetpriv,
+                  "--reuid",
+                  std::to_string(nobody->pw_uid),
+                  "--regid",
+                  std::to_string(nobody->pw_gid),
+                  "--clear-groups",
+                  stoker_perf_path()};
+    ChildProcess help(command({"--help"}), log_path("probe"));
     if (help.wait(10s) != 0) {
       GTEST_SKIP() << "'nobody' cannot run " << stoker_perf_path() << ":\n" << help.log();
     }
+    // Shared memory allowed on both sides: the receiver's default pool is
+    // then a shared-memory segment, and UCX would pick shared memory for the
+    // sender's data endpoint.
+    setenv("UCX_TLS", "sm,tcp", 1);
   }
-  // Shared memory allowed on both sides: the receiver's default pool is then
-  // a shared-memory segment, and UCX would pick shared memory for the
-  // sender's data endpoint.
-  setenv("UCX_TLS", "sm,tcp", 1);
+
+  // stoker-perf with `args`, run as nobody.
+  std::vector<std::string> command(std::initializer_list<std::string> args) const {
+    std::vector<std::string> argv = as_nobody_;
+    argv.insert(argv.end(), args);
+    return argv;
+  }
+
+ private:
+  std::vector<std::string> as_nobody_;
+};
+
+TEST_F(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
   std::mutex mu;
   std::vector<PeerEvent> events;
   auto started = BatchReceiver::start({.listen_address = "127.0.0.1:0",
@@ -77,13 +90,10 @@ TEST(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
   auto& receiver = **started;
 
   constexpr int kBatches = 300;
-  std::vector<std::string> client = as_nobody;
-  for (const char* arg : {"client", "--connect"}) client.emplace_back(arg);
-  client.push_back("127.0.0.1:" + std::to_string(receiver.port()));
-  for (const char* arg : {"--size", "256K", "--iterations", "300", "--warmup", "0", "--verify",
-                          "--name", "other-user"}) {
-    client.emplace_back(arg);
-  }
+  const std::string connect = "127.0.0.1:" + std::to_string(receiver.port());
+  const auto client =
+      command({"client", "--connect", connect, "--size", "256K", "--iterations",
+               std::to_string(kBatches), "--warmup", "0", "--verify", "--name", "other-user"});
   ChildProcess sender(client, log_path("other-user"));
   ASSERT_EQ(sender.spawn_error(), 0) << strerror(sender.spawn_error());
 
@@ -115,6 +125,27 @@ TEST(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
   EXPECT_EQ(stats.rejected_total(), 0u);
   std::lock_guard lock(mu);
   for (const auto& e : events) EXPECT_NE(e.kind, PeerEvent::Kind::kFailed) << e.status.to_string();
+}
+
+// Put mode needs the pool's key, which such a sender cannot unpack (UCX 1.13
+// crashes trying): the sender refuses it with a precise error and exits
+// cleanly, and nothing lands.
+TEST_F(OtherUserSender, InPutModeIsRefusedPrecisely) {
+  auto started = BatchReceiver::start(
+      {.listen_address = "127.0.0.1:0", .slot_bytes = 64 << 10, .slot_count = 8});
+  ASSERT_TRUE(started.is_ok()) << started.status().to_string();
+  auto& receiver = **started;
+  const std::string connect = "127.0.0.1:" + std::to_string(receiver.port());
+  ChildProcess sender(command({"client", "--connect", connect, "--size", "64K", "--iterations",
+                               "10", "--warmup", "0", "--mode", "put", "--name", "other-put"}),
+                      log_path("other-put"));
+  ASSERT_EQ(sender.spawn_error(), 0) << strerror(sender.spawn_error());
+  EXPECT_EQ(sender.wait(30s), 1) << "not a clean refusal:\n" << sender.log();
+  EXPECT_NE(sender.log().find("put mode to the receiver at " + connect +
+                              " needs its shared memory, which this process may not attach"),
+            std::string::npos)
+      << sender.log();
+  EXPECT_EQ(receiver.stats().batches_landed, 0u);
 }
 
 }  // namespace

@@ -190,9 +190,9 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   // asking for it rules out shared memory and multi-rail TCP (a single rail
   // cost 30% at 1 MiB on loopback, docs/perf.md). The control endpoint, which
   // has it, tells both sides when the other dies.
-  const bool shared_memory = !impl->welcome_.host_identity.empty() &&
-                             impl->welcome_.host_identity == host_identity() &&
-                             ucx_shared_memory_enabled();
+  bool shared_memory = !impl->welcome_.host_identity.empty() &&
+                       impl->welcome_.host_identity == host_identity() &&
+                       ucx_shared_memory_enabled();
   auto direct = ucx::Endpoint::connect_to_worker(*impl->worker_, impl->welcome_.worker_address,
                                                  impl->receiver_);
   if (direct.is_ok()) {
@@ -201,28 +201,30 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
     // UCX could not attach the receiver's shared memory: in UCX 1.13 its
     // segments are open to its own user and group only, so a receiver run by
     // another user on this host is out of reach (docs/protocol.md §12). The
-    // control endpoint is TCP: batches go there, slower but delivered.
+    // control endpoint is TCP: batches go there, slower but delivered, as to
+    // a receiver on another host.
     spdlog::warn(
         "sender: cannot share memory with the receiver at {} on this host (is it run by another "
         "user?): {}; sending batches over the control connection (TCP) instead",
         impl->receiver_, direct.status().message());
     impl->data_on_control_ = true;
+    shared_memory = false;
+    if (impl->options_.mode == PushMode::kPut) {
+      // A put needs the pool's key, and unpacking the key of a shared-memory
+      // pool we may not attach crashes inside UCX 1.13 (ucp_rkey_destroy on
+      // its error path).
+      return unsupported(
+          fmt::format("put mode to the receiver at {} needs its shared memory, which this "
+                      "process may not attach; use am or auto",
+                      impl->receiver_));
+    }
   } else {
     return direct.status();
-  }
-  if (impl->data_on_control_ && impl->options_.mode == PushMode::kPut) {
-    // A put needs the pool's key, and unpacking the key of a shared-memory
-    // pool we may not attach crashes inside UCX 1.13 (ucp_rkey_destroy on
-    // its error path).
-    return unsupported(
-        fmt::format("put mode to the receiver at {} needs its shared memory, which this process "
-                    "may not attach; use am or auto",
-                    impl->receiver_));
   }
   if (impl->options_.mode == PushMode::kPut) {
     STOKER_ASSIGN_OR_RETURN(impl->pool_rkey_,
                             ucx::RemoteKey::unpack(impl->data_ep(), impl->welcome_.pool_rkey));
-  } else if (shared_memory && !impl->data_on_control_) {
+  } else if (shared_memory) {
     // Only to see whether the pool is mapped: a key that does not unpack
     // leaves auto with the other modes.
     auto key = ucx::RemoteKey::unpack(impl->data_ep(), impl->welcome_.pool_rkey);
@@ -239,9 +241,9 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
                       impl->welcome_.memory_kind == static_cast<uint8_t>(MemoryKind::kHost) &&
                       impl->pool_rkey_->maps_locally(impl->welcome_.pool_address);
   if (impl->options_.mode == PushMode::kAuto) {
-    const SlotReach reach = mapped                                     ? SlotReach::kMapped
-                            : shared_memory && !impl->data_on_control_ ? SlotReach::kSharedMemory
-                                                                       : SlotReach::kNetwork;
+    const SlotReach reach = mapped          ? SlotReach::kMapped
+                            : shared_memory ? SlotReach::kSharedMemory
+                                            : SlotReach::kNetwork;
     impl->options_.mode = auto_push_mode(reach, impl->welcome_.slot_bytes);
     // Without a key (none unpacked) only active messages can go.
     if (!impl->pool_rkey_) impl->options_.mode = PushMode::kActiveMessage;

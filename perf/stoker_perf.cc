@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "common/byte_size.h"
+#include "perf/verify_pattern.h"
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
 #include "stoker/landing.h"
@@ -57,28 +58,6 @@ std::string tls_label() {
   const char* tls = std::getenv("UCX_TLS");
   return tls ? tls : "default";
 }
-
-// The payload pattern of --verify: byte i of batch s is (s + i) mod 251 (a
-// prime, so no power-of-two stride aliases it). The first 8 bytes carry the
-// send timestamp. Filled and checked with memcpy/memcmp from a table, so
-// verification runs at memory speed.
-class Pattern {
- public:
-  explicit Pattern(size_t max_bytes) : table_(max_bytes + 251) {
-    for (size_t k = 0; k < table_.size(); ++k) table_[k] = static_cast<std::byte>(k % 251);
-  }
-  void fill(std::byte* p, size_t n, uint64_t sequence) const {
-    if (n > 8) std::memcpy(p + 8, source(sequence), n - 8);
-  }
-  bool check(const std::byte* p, size_t n, uint64_t sequence) const {
-    // A payload longer than the table cannot be checked: count it as corrupt.
-    return n <= 8 || (n <= table_.size() - 251 && std::memcmp(p + 8, source(sequence), n - 8) == 0);
-  }
-
- private:
-  const std::byte* source(uint64_t sequence) const { return table_.data() + (sequence + 8) % 251; }
-  std::vector<std::byte> table_;
-};
 
 struct ServerArgs {
   std::string listen = "0.0.0.0:13340";
@@ -174,7 +153,7 @@ int run_server(const ServerArgs& args) {
   }
 
   std::map<uint64_t, SizeStats> by_size;
-  const Pattern pattern(*slot_bytes);
+  const stoker::perf::VerifyPattern pattern(*slot_bytes);
   uint64_t corrupt = 0;
   auto last_activity = Clock::now();
   while (true) {
@@ -297,7 +276,7 @@ int run_client(const ClientArgs& args) {
     spdlog::warn("{} (sending without registration)", st.to_string());
   }
   std::vector<uint8_t> busy(args.buffers, 0);
-  const Pattern pattern(args.verify ? max_size : 0);
+  const stoker::perf::VerifyPattern pattern(args.verify ? max_size : 0);
   const auto timeout = std::chrono::milliseconds(args.timeout_ms);
   Status failure;
 

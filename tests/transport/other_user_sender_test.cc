@@ -10,11 +10,11 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <mutex>
-#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "perf/verify_pattern.h"
 #include "stoker/batch_receiver.h"
 #include "tests/support/child_process.h"
 
@@ -29,15 +29,6 @@ constexpr const char* kSetpriv = "/usr/bin/setpriv";
 
 std::string log_path(const std::string& name) {
   return ::testing::TempDir() + "/" + name + "-" + std::to_string(getpid()) + ".log";
-}
-
-// stoker-perf --verify's payload: byte k of batch s (k >= 8, after the
-// timestamp) is (s + k) mod 251.
-bool has_verify_pattern(std::span<const std::byte> payload, uint64_t sequence) {
-  for (size_t k = 8; k < payload.size(); ++k) {
-    if (payload[k] != static_cast<std::byte>((sequence + k) % 251)) return false;
-  }
-  return true;
 }
 
 class OtherUserSender : public ::testing::Test {
@@ -97,6 +88,7 @@ TEST_F(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
   ChildProcess sender(client, log_path("other-user"));
   ASSERT_EQ(sender.spawn_error(), 0) << strerror(sender.spawn_error());
 
+  const perf::VerifyPattern pattern(256 << 10);
   int landed = 0;
   int intact = 0;
   const auto deadline = std::chrono::steady_clock::now() + 60s;
@@ -107,7 +99,8 @@ TEST_F(OtherUserSender, SendsOverItsControlConnectionAndEveryBatchLands) {
       continue;
     }
     ++landed;
-    if (has_verify_pattern(batch->payload(), batch->descriptor().sequence)) ++intact;
+    const auto payload = batch->payload();
+    if (pattern.check(payload.data(), payload.size(), batch->descriptor().sequence)) ++intact;
   }
   EXPECT_EQ(sender.wait(30s), 0) << sender.log();
   EXPECT_EQ(landed, kBatches) << sender.log();

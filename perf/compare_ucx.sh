@@ -33,6 +33,14 @@
 # (0 by default: the receiver's share decides); --receiver-window sets the
 # receiver's ReceiverOptions::max_bytes_in_flight, shared by its senders
 # (16 MiB by default).
+# --busy-poll-us N sets how long the receiver's progress thread polls after
+# its last event before it sleeps (ReceiverOptions::busy_poll, 50 us by
+# default; the line then says busy_poll_us=N), --sender-busy-poll-us N the
+# same for the senders (SenderOptions::busy_poll). ucx_perftest polls
+# without ever sleeping. Each rep's line on stderr gives the share of CPU
+# time the hypervisor took from this VM while each tool ran (steal_pct,
+# from /proc/stat): on a shared host a thread that sleeps may wait to be
+# run again (docs/perf.md, "Busy polling and steal time").
 #
 # Both tools run pinned the same way (taskset), as ucx_perftest -c would:
 # the server side on the first cores (one per receiver progress thread plus
@@ -45,7 +53,8 @@
 #                       [--iterations N] [--reps N] [--credits N] [--ring] [--fanin N]
 #                       [--fanin-size BYTES] [--mode am|put|auto] [--receiver-threads N]
 #                       [--max-bytes-in-flight BYTES] [--receiver-window BYTES] [--no-pin]
-#                       [--ucx-test ucp_am_bw|ucp_put_bw]
+#                       [--ucx-test ucp_am_bw|ucp_put_bw] [--busy-poll-us N]
+#                       [--sender-busy-poll-us N]
 set -euo pipefail
 
 stoker_perf=${STOKER_PERF:-build/release/perf/stoker-perf}
@@ -60,6 +69,8 @@ fanin_size=1048576
 receiver_threads=1
 window=()           # the senders' default max_bytes_in_flight
 receiver_window=()  # the receiver's default max_bytes_in_flight
+busy_poll=()        # the receiver's default busy_poll
+sender_busy_poll=() # the senders' default busy_poll
 pin=1
 ucx_test=ucp_am_bw
 mode=auto  # stoker's push mode: put into the receiver's mapped pool over shared memory, else active messages
@@ -82,6 +93,8 @@ while [[ $# -gt 0 ]]; do
     --receiver-window) receiver_window=(--max-bytes-in-flight "$2"); shift 2 ;;
     --no-pin) pin=0; shift ;;
     --ucx-test) ucx_test=$2; shift 2 ;;
+    --busy-poll-us) busy_poll=(--busy-poll-us "$2"); shift 2 ;;
+    --sender-busy-poll-us) sender_busy_poll=(--busy-poll-us "$2"); shift 2 ;;
     *) echo "compare_ucx.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -100,6 +113,12 @@ trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT
 # picks shared memory when it is allowed (docs/protocol.md).
 ucx_tls() { [[ $1 == sm ]] && echo sm || echo "$1"; }
 stoker_tls() { [[ $1 == sm ]] && echo sm,tcp || echo "$1"; }
+
+# CPU time of the whole VM so far, as "steal total" (jiffies, /proc/stat).
+cpu_times() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
+steal_pct() {  # "steal total" before, "steal total" after
+  echo "$1 $2" | awk '{t = $4 - $2; printf "%.1f", t > 0 ? 100 * ($3 - $1) / t : 0}'
+}
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 
@@ -170,7 +189,8 @@ run_stoker() {  # tls size senders
   UCX_TLS=$tls on_cores "$(server_cores "$threads")" \
     "$stoker_perf" server --listen 127.0.0.1:0 --port-file "$portfile" --senders "$senders" \
     --slot-bytes "$size" --slots $((slots_each * senders)) --credits "$slots_each" \
-    --receiver-threads "$threads" "${receiver_window[@]}" >"$work/stoker_server.log" 2>&1 &
+    --receiver-threads "$threads" "${receiver_window[@]}" "${busy_poll[@]}" \
+    >"$work/stoker_server.log" 2>&1 &
   local server=$!
   for _ in $(seq 100); do [[ -s $portfile ]] && break; sleep 0.05; done
   local clients=()
@@ -178,7 +198,8 @@ run_stoker() {  # tls size senders
     UCX_TLS=$tls on_cores "$(sender_core "$threads" "$s")" timeout 120 \
       "$stoker_perf" client --connect "127.0.0.1:$(cat "$portfile")" --size "$size" \
       --iterations "$(iterations_for "$size")" --warmup 200 --buffers "$slots_each" "${source[@]}" \
-      "${window[@]}" --mode "$mode" --name "perf-$s" >"$work/stoker_client_$s.log" 2>&1 &
+      "${window[@]}" "${sender_busy_poll[@]}" --mode "$mode" --name "perf-$s" \
+      >"$work/stoker_client_$s.log" 2>&1 &
     clients+=($!)
   done
   for c in "${clients[@]}"; do wait "$c" || { cat "$work/stoker_client_"*.log >&2; return 1; }; done
@@ -187,12 +208,16 @@ run_stoker() {  # tls size senders
 }
 
 point() {  # tls size senders
-  local ucx=() stoker=() ratios=()
+  local ucx=() stoker=() ratios=() t0 t1 t2
   for _ in $(seq "$reps"); do
+    t0=$(cpu_times)
     ucx+=("$(run_ucx "$1" "$2")")
+    t1=$(cpu_times)
     stoker+=("$(run_stoker "$1" "$2" "$3")")
+    t2=$(cpu_times)
     ratios+=("$(awk -v u="${ucx[-1]}" -v s="${stoker[-1]}" 'BEGIN {print s / u}')")
-    echo "rep: tls=$1 size=$2 senders=$3 credits=$(credits_for "$2") ucx_MBps=${ucx[-1]} stoker_MBps=${stoker[-1]}" >&2
+    echo "rep: tls=$1 size=$2 senders=$3 credits=$(credits_for "$2") ucx_MBps=${ucx[-1]} stoker_MBps=${stoker[-1]}" \
+      "ucx_steal_pct=$(steal_pct "$t0" "$t1") stoker_steal_pct=$(steal_pct "$t1" "$t2")" >&2
   done
   local u s r
   u=$(printf '%s\n' "${ucx[@]}" | median)
@@ -204,6 +229,8 @@ point() {  # tls size senders
   [[ $ucx_test != ucp_am_bw ]] && extra="ucx_test=$ucx_test "
   [[ $3 -gt 1 ]] && extra="${extra}senders=$3 "
   [[ $(threads_for "$3") -gt 1 ]] && extra="${extra}receiver_threads=$(threads_for "$3") "
+  [[ ${#busy_poll[@]} -gt 0 ]] && extra="${extra}busy_poll_us=${busy_poll[1]} "
+  [[ ${#sender_busy_poll[@]} -gt 0 ]] && extra="${extra}sender_busy_poll_us=${sender_busy_poll[1]} "
   awk -v tls="$1" -v size="$2" -v u="$u" -v s="$s" -v r="$r" -v extra="$extra" \
     'BEGIN {printf "RESULT %stls=%s size=%s ucx_MBps=%.1f stoker_MBps=%.1f ratio=%.3f\n", extra, tls, size, u, s, r}'
 }

@@ -67,6 +67,7 @@ struct ServerArgs {
   uint32_t credits = 16;
   std::string max_bytes_in_flight = std::to_string(stoker::ReceiverOptions{}.max_bytes_in_flight);
   uint32_t receiver_threads = 1;
+  int64_t busy_poll_us = stoker::ReceiverOptions{}.busy_poll.count();
   std::string memory = "host";
   bool verify = false;
   bool private_pool = false;
@@ -128,6 +129,7 @@ int run_server(const ServerArgs& args) {
   options.credits_per_sender = args.credits;
   options.max_bytes_in_flight = *max_bytes_in_flight;
   options.progress_threads = args.receiver_threads;
+  options.busy_poll = std::chrono::microseconds(args.busy_poll_us);
   options.landing_memory = landing;
   options.on_peer_event = [&](const stoker::PeerEvent& e) {
     if (e.kind == stoker::PeerEvent::Kind::kConnected) {
@@ -202,14 +204,13 @@ int run_server(const ServerArgs& args) {
     const double moved = static_cast<double>(s.moved_after_first());
     const double bps = seconds > 0 ? moved * static_cast<double>(size) / seconds : 0;
     fmt::print(
-        "RESULT role=server tls={} memory={} size={} senders={} receiver_threads={} batches={} "
-        "MBps={:.1f} "
-        "GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} lat_p99_us={:.1f} rejected={} "
-        "corrupt={} warmup_in_window={}\n",
+        "RESULT role=server tls={} memory={} size={} senders={} receiver_threads={} "
+        "busy_poll_us={} batches={} MBps={:.1f} GBps={:.3f} msg_per_s={:.0f} lat_p50_us={:.1f} "
+        "lat_p99_us={:.1f} rejected={} corrupt={} warmup_in_window={}\n",
         tls_label(), stoker::memory_kind_name(rx.memory_kind()), size, args.senders,
-        args.receiver_threads, s.batches, bps / kMiB, bps / 1e9, seconds > 0 ? moved / seconds : 0,
-        percentile(s.latency_us, 0.50), percentile(s.latency_us, 0.99), stats.rejected_total(),
-        corrupt, s.warmup_in_window);
+        args.receiver_threads, args.busy_poll_us, s.batches, bps / kMiB, bps / 1e9,
+        seconds > 0 ? moved / seconds : 0, percentile(s.latency_us, 0.50),
+        percentile(s.latency_us, 0.99), stats.rejected_total(), corrupt, s.warmup_in_window);
   }
   std::fflush(stdout);
   return corrupt == 0 ? 0 : 1;
@@ -227,6 +228,7 @@ struct ClientArgs {
   bool verify = false;
   bool reuse_buffer = false;
   std::string max_bytes_in_flight = std::to_string(stoker::SenderOptions{}.max_bytes_in_flight);
+  int64_t busy_poll_us = stoker::SenderOptions{}.busy_poll.count();
 };
 
 int run_client(const ClientArgs& args) {
@@ -249,10 +251,12 @@ int run_client(const ClientArgs& args) {
     spdlog::error("bad --max-bytes-in-flight '{}'", args.max_bytes_in_flight);
     return 2;
   }
-  auto sender = stoker::BatchSender::connect({.receiver_address = args.connect,
-                                              .mode = *mode,
-                                              .name = args.name,
-                                              .max_bytes_in_flight = *max_bytes_in_flight});
+  auto sender =
+      stoker::BatchSender::connect({.receiver_address = args.connect,
+                                    .mode = *mode,
+                                    .name = args.name,
+                                    .max_bytes_in_flight = *max_bytes_in_flight,
+                                    .busy_poll = std::chrono::microseconds(args.busy_poll_us)});
   if (!sender.is_ok()) {
     spdlog::error("{}", sender.status().to_string());
     return 1;
@@ -333,9 +337,9 @@ int run_client(const ClientArgs& args) {
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const double bytes = static_cast<double>(size * args.iterations);
     fmt::print(
-        "RESULT role=client tls={} mode={} size={} iterations={} MBps={:.1f} GBps={:.3f} "
-        "msg_per_s={:.0f} post_p50_us={:.1f} post_p99_us={:.1f}\n",
-        tls_label(), stoker::push_mode_name(tx.mode()), size, args.iterations,
+        "RESULT role=client tls={} mode={} busy_poll_us={} size={} iterations={} MBps={:.1f} "
+        "GBps={:.3f} msg_per_s={:.0f} post_p50_us={:.1f} post_p99_us={:.1f}\n",
+        tls_label(), stoker::push_mode_name(tx.mode()), args.busy_poll_us, size, args.iterations,
         bytes / seconds / kMiB, bytes / seconds / 1e9,
         static_cast<double>(args.iterations) / seconds, percentile(post_us, 0.50),
         percentile(post_us, 0.99));
@@ -374,6 +378,10 @@ int main(int argc, char** argv) {
   s->add_option("--receiver-threads", server.receiver_threads,
                 "progress threads receiving (senders are spread over them)")
       ->check(CLI::PositiveNumber);
+  s->add_option("--busy-poll-us", server.busy_poll_us,
+                "progress threads poll this long after the last event before sleeping "
+                "(ReceiverOptions::busy_poll)")
+      ->check(CLI::NonNegativeNumber);
   s->add_option("--memory", server.memory, "landing memory: host, pinned or device");
   s->add_flag("--verify", server.verify, "check every payload byte");
   s->add_flag("--private-pool", server.private_pool,
@@ -395,6 +403,10 @@ int main(int argc, char** argv) {
   c->add_option("--max-bytes-in-flight", client.max_bytes_in_flight,
                 "start a batch only below this many bytes in flight (0: the receiver's share "
                 "alone)");
+  c->add_option("--busy-poll-us", client.busy_poll_us,
+                "waits poll this long after the last event before sleeping "
+                "(SenderOptions::busy_poll)")
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--verify", client.verify, "fill payloads with the pattern server --verify checks");
   c->add_flag("--reuse-buffer", client.reuse_buffer,
               "send everything from one buffer, as ucx_perftest does (no latency, no --verify)")

@@ -25,9 +25,6 @@ namespace {
 
 constexpr size_t kMaxHeaderBytes = 4 + kDescriptorHeaderBytes + kMaxTensors * kTensorEntryBytes;
 constexpr auto kMaxSleep = std::chrono::milliseconds(100);
-// Polling continues this long after the last event before sleeping on the
-// wakeup fd (see ReceiverCore::run for the reasoning).
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 
 std::span<const std::byte> bytes_of(const void* p, size_t n) {
   return {static_cast<const std::byte*>(p), n};
@@ -152,6 +149,10 @@ class BatchSender::Impl {
 };
 
 Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOptions options) {
+  if (options.busy_poll.count() < 0) {
+    return invalid_argument(
+        fmt::format("busy_poll of {} us: it must not be negative", options.busy_poll.count()));
+  }
   auto impl = std::make_unique<Impl>();
   impl->options_ = std::move(options);
   STOKER_ASSIGN_OR_RETURN(auto address, SocketAddress::parse(impl->options_.receiver_address));
@@ -282,7 +283,7 @@ Status BatchSender::Impl::progress_until(Done done, std::chrono::steady_clock::t
       return timed_out(fmt::format("{} from {}: nothing within the timeout", what, receiver_));
     }
     if (events != 0) last_event = now;
-    if (now - last_event < kSpinBeforeSleep) continue;  // a busy stream: keep polling
+    if (now - last_event < options_.busy_poll) continue;  // a busy stream: keep polling
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now);
     STOKER_RETURN_IF_ERROR(
         worker_->wait(std::clamp(left, std::chrono::milliseconds(0), kMaxSleep)));

@@ -17,10 +17,6 @@ namespace stoker::detail {
 namespace {
 
 constexpr auto kIdleWait = std::chrono::milliseconds(100);
-// How long the progress thread keeps polling after the last event before it
-// sleeps on the wakeup fd: long enough to bridge the gaps of a busy stream,
-// short enough that an idle receiver costs nothing.
-constexpr auto kSpinBeforeSleep = std::chrono::microseconds(50);
 // Under a steady stream the worker is never idle; a disconnect is settled
 // after this long anyway (a goodbye sent before it has arrived by then).
 constexpr auto kDisconnectGrace = std::chrono::milliseconds(20);
@@ -174,8 +170,9 @@ void ReceiverCore::run() {
       last_event = now;
       continue;
     }
-    // While traffic flows, keep polling: sleeping costs a wakeup per event.
-    if (now - last_event < kSpinBeforeSleep) continue;
+    // While traffic flows, keep polling (busy_poll): sleeping costs a wakeup
+    // per event.
+    if (now - last_event < options_.busy_poll) continue;
     // Publish that we sleep, then look once more, so a release racing with
     // us either is seen here or signals the worker (release()).
     sleeping_.store(true);

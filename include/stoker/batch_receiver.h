@@ -89,6 +89,14 @@ struct ReceiverOptions {
   // senders on a host with cores to spare. Each part must hold
   // credits_per_sender slots.
   uint32_t progress_threads = 1;
+  // How long a progress thread keeps polling UCX after its last event before
+  // it sleeps on the worker's wakeup fd. Polling bridges the gaps of a busy
+  // stream without a wakeup for each; a longer poll holds a core while
+  // traffic flows (never while idle) and lowers latency. On a VM whose host
+  // is shared, a vCPU that sleeps may wait for the hypervisor to run it
+  // again (steal time): there a poll of a few milliseconds keeps the core
+  // (docs/perf.md, "Busy polling and steal time"). Must not be negative.
+  std::chrono::microseconds busy_poll{50};
   // When set, only senders presenting this token are served; others are
   // refused and counted as kUnauthorized. The coordinator hands a job's
   // token to the job's workers and consumers.

@@ -4,9 +4,10 @@
 // backpressure reaches whoever produces batches.
 //
 // Threading: a BatchSender is driven by one thread; it makes progress inside
-// its own calls (post, poll, flush, close) and sleeps on UCX's wakeup fd when
-// it waits, never spinning. Completions run on that thread, from within those
-// calls; they may not call back into the sender.
+// its own calls (post, poll, flush, close). When it waits, it polls for
+// SenderOptions::busy_poll after the last event, then sleeps on UCX's wakeup
+// fd. Completions run on that thread, from within those calls; they may not
+// call back into the sender.
 #pragma once
 
 #include <chrono>
@@ -36,6 +37,11 @@ struct SenderOptions {
   // is smaller. 0: the receiver's share alone limits it (and where the
   // receiver sets none either, credits alone do).
   size_t max_bytes_in_flight = 0;
+  // How long a wait keeps polling UCX after the last event before it sleeps
+  // on the worker's wakeup fd (ReceiverOptions::busy_poll says more). Short
+  // by default: a worker's cores belong to its pipeline. Must not be
+  // negative.
+  std::chrono::microseconds busy_poll{50};
   // The process's shared UCX context; empty: the sender creates its own.
   TransportContext context;
 };

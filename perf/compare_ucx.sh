@@ -117,7 +117,7 @@ stoker_tls() { [[ $1 == sm ]] && echo sm,tcp || echo "$1"; }
 # CPU time of the whole VM so far, as "steal total" (jiffies, /proc/stat).
 cpu_times() { awk '/^cpu / {print $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat; }
 steal_pct() {  # "steal total" before, "steal total" after
-  echo "$1 $2" | awk '{t = $4 - $2; printf "%.1f", t > 0 ? 100 * ($3 - $1) / t : 0}'
+  echo "$1 $2" | awk '{t = $4 - $2; printf "%.1f", (t > 0 ? 100 * ($3 - $1) / t : 0)}'
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }

@@ -274,6 +274,7 @@ Status Reader::Impl::open(const detail::ClientConnection& connection) {
                                                 .credits_per_sender = options_.credits_per_worker,
                                                 .max_bytes_in_flight = options_.max_bytes_in_flight,
                                                 .progress_threads = options_.receiver_threads,
+                                                .busy_poll = options_.busy_poll,
                                                 .access_token = access_token_,
                                                 .landing_memory = landing,
                                                 .on_peer_event =

@@ -87,6 +87,10 @@ struct ReaderOptions {
   // ReceiverOptions::progress_threads): more for a reader fed by many workers
   // on a host with cores to spare. Each gets slots / receiver_threads slots.
   uint32_t receiver_threads = 1;
+  // How long those threads poll after their last event before they sleep
+  // (ReceiverOptions::busy_poll): longer holds a core while batches flow, and
+  // spares a reader on a shared VM the hypervisor's delay at each wake-up.
+  std::chrono::microseconds busy_poll = ReceiverOptions{}.busy_poll;
   // Where this reader's receiver listens, and the host workers should reach
   // it at (default: this host's address on the route to the coordinator).
   std::string listen_address = "0.0.0.0:0";

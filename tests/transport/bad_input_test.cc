@@ -12,6 +12,7 @@
 
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
+#include "tests/support/byte_batch.h"
 #include "tests/support/payload_pattern.h"
 #include "transport/data_plane_messages.h"
 #include "transport/ucx/am_send.h"
@@ -22,6 +23,7 @@ namespace stoker {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::byte_batch;
 
 std::span<const std::byte> bytes_of(const void* p, size_t n) {
   return {static_cast<const std::byte*>(p), n};
@@ -125,14 +127,6 @@ std::vector<std::byte> encoded(const BatchDescriptor& d) {
   return out;
 }
 
-BatchDescriptor describe(uint64_t bytes) {
-  BatchDescriptor d;
-  d.payload_bytes = bytes;
-  const uint64_t shape[] = {bytes};
-  EXPECT_TRUE(d.add_tensor("data", DType::kUInt8, shape, 0).is_ok());
-  return d;
-}
-
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -187,7 +181,7 @@ TEST(BadInputToken, SendersWithoutTheAccessTokenAreRefusedAndCounted) {
                                     .access_token = "job-7-secret"});
   ASSERT_TRUE(good.is_ok()) << good.status().to_string();
   std::vector<std::byte> payload(64);
-  ASSERT_TRUE((*good)->post(describe(payload.size()), payload, nullptr, 10s).is_ok());
+  ASSERT_TRUE((*good)->post(byte_batch(payload.size()), payload, nullptr, 10s).is_ok());
   auto batch = (*receiver)->next(10s);
   ASSERT_TRUE(batch.is_ok()) << batch.status().to_string();
   EXPECT_EQ(batch->producer_id(), 77u);
@@ -202,7 +196,7 @@ TEST_F(BadInput, LyingDescriptorsAreCountedAndOthersKeepBeingServed) {
     std::vector<std::byte> payload(2048);
     for (uint64_t i = 0; i < kGoodBatches; ++i) {
       testing::fill_pattern(payload, i);
-      BatchDescriptor d = describe(payload.size());
+      BatchDescriptor d = byte_batch(payload.size());
       d.sequence = i;
       d.job_id = 42;
       ASSERT_TRUE((*sender)->post(d, payload, nullptr, 10s).is_ok());
@@ -239,21 +233,21 @@ TEST_F(BadInput, LyingDescriptorsAreCountedAndOthersKeepBeingServed) {
   EXPECT_TRUE(wait_rejected(RejectReason::kMalformedDescriptor, 1, peer));
 
   // A descriptor from the future.
-  auto future = encoded(describe(64));
+  auto future = encoded(byte_batch(64));
   future[4] = std::byte{9};
   (void)peer.send_batch(future, std::span(payload).first(64));
   EXPECT_TRUE(wait_rejected(RejectReason::kUnsupportedVersion, 1, peer));
 
   // Declares 100 bytes, sends 50.
-  (void)peer.send_batch(encoded(describe(100)), std::span(payload).first(50));
+  (void)peer.send_batch(encoded(byte_batch(100)), std::span(payload).first(50));
   EXPECT_TRUE(wait_rejected(RejectReason::kPayloadMismatch, 1, peer));
 
   // Honest about its size, but larger than a slot.
-  (void)peer.send_batch(encoded(describe(8192)), payload);
+  (void)peer.send_batch(encoded(byte_batch(8192)), payload);
   EXPECT_TRUE(wait_rejected(RejectReason::kOversizedBatch, 1, peer));
 
   // A tensor that points past the payload.
-  BatchDescriptor beyond = describe(64);
+  BatchDescriptor beyond = byte_batch(64);
   auto beyond_bytes = encoded(beyond);
   beyond_bytes[kDescriptorHeaderBytes + 40] = std::byte{200};  // tensor offset
   (void)peer.send_batch(beyond_bytes, std::span(payload).first(64));
@@ -271,10 +265,10 @@ TEST_F(BadInput, LyingDescriptorsAreCountedAndOthersKeepBeingServed) {
   // Spend the whole window on valid batches the consumer holds, then send
   // one more: it has no credit behind it.
   for (int i = 0; i < 4; ++i) {
-    ASSERT_TRUE(peer.send_batch(encoded(describe(64)), std::span(payload).first(64)).is_ok());
+    ASSERT_TRUE(peer.send_batch(encoded(byte_batch(64)), std::span(payload).first(64)).is_ok());
   }
   EXPECT_TRUE(peer.progress_until([&] { return raw_landed.load() == 4; }));
-  (void)peer.send_batch(encoded(describe(64)), std::span(payload).first(64));
+  (void)peer.send_batch(encoded(byte_batch(64)), std::span(payload).first(64));
   EXPECT_TRUE(wait_rejected(RejectReason::kNoCredit, 1, peer));
 
   consumer.join();
@@ -290,7 +284,7 @@ TEST_F(BadInput, BatchesFromAnUnattachedEndpointAreRejected) {
   RawPeer peer(receiver_->address());
   peer.handshake(/*attach=*/false);
   std::vector<std::byte> payload(64);
-  (void)peer.send_batch(encoded(describe(64)), payload);
+  (void)peer.send_batch(encoded(byte_batch(64)), payload);
   EXPECT_TRUE(wait_rejected(RejectReason::kUnknownSender, 1, peer));
   EXPECT_EQ(receiver_->stats().batches_landed, 0u);
 }

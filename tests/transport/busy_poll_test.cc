@@ -13,11 +13,13 @@
 
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
+#include "tests/support/byte_batch.h"
 
 namespace stoker {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::byte_batch;
 
 std::chrono::nanoseconds cpu_time(clockid_t clock) {
   timespec ts{};
@@ -31,15 +33,6 @@ std::chrono::milliseconds cpu_during(clockid_t clock, Body body) {
   const auto before = cpu_time(clock);
   body();
   return std::chrono::duration_cast<std::chrono::milliseconds>(cpu_time(clock) - before);
-}
-
-BatchDescriptor describe(uint64_t sequence, size_t bytes) {
-  BatchDescriptor d;
-  d.sequence = sequence;
-  d.payload_bytes = bytes;
-  const uint64_t values[] = {bytes};
-  EXPECT_TRUE(d.add_tensor("bytes", DType::kUInt8, values, 0).is_ok());
-  return d;
 }
 
 class BusyPoll : public ::testing::Test {
@@ -71,7 +64,7 @@ TEST_F(BusyPoll, TheReceiverPollsThatLongAfterItsLastEventThenSleeps) {
     ASSERT_TRUE(sender.is_ok()) << sender.status().to_string();
     std::vector<std::byte> payload(1024, std::byte{7});
     for (uint64_t i = 0; i < 3; ++i) {
-      ASSERT_TRUE((*sender)->post(describe(i, payload.size()), payload, nullptr, 5s).is_ok());
+      ASSERT_TRUE((*sender)->post(byte_batch(payload.size(), i), payload, nullptr, 5s).is_ok());
       ASSERT_TRUE((*sender)->flush(5s).is_ok());
     }
     for (int i = 0; i < 3; ++i) ASSERT_TRUE(rx.next(5s).is_ok());
@@ -106,7 +99,7 @@ TEST_F(BusyPoll, ASenderWaitingForACreditPollsThatLongThenSleeps) {
   ASSERT_TRUE(sender.is_ok()) << sender.status().to_string();
   auto& tx = **sender;
   std::vector<std::byte> payload(1024, std::byte{7});
-  ASSERT_TRUE(tx.post(describe(0, payload.size()), payload, nullptr, 5s).is_ok());
+  ASSERT_TRUE(tx.post(byte_batch(payload.size()), payload, nullptr, 5s).is_ok());
   ASSERT_TRUE(tx.flush(5s).is_ok());
   // Its only credit is held by the landed batch, which nobody releases: the
   // wait times out, polling for the first 300 ms and sleeping after.

@@ -11,12 +11,14 @@
 
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
+#include "tests/support/byte_batch.h"
 #include "tests/support/child_process.h"
 
 namespace stoker {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::byte_batch;
 using testing::ChildProcess;
 using testing::stoker_perf_path;
 
@@ -146,12 +148,8 @@ TEST_P(ReceiverFailure, ReceiverKilledMidStreamFailsTheSenderWithoutHanging) {
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < 1'000'000 && std::chrono::steady_clock::now() - t0 < 30s; ++i) {
     if (i == 100) server.kill_now(SIGKILL);
-    BatchDescriptor d;
-    d.sequence = static_cast<uint64_t>(i);
+    BatchDescriptor d = byte_batch(payload.size(), static_cast<uint64_t>(i));
     d.round = 1;
-    d.payload_bytes = payload.size();
-    const uint64_t shape[] = {payload.size()};
-    ASSERT_TRUE(d.add_tensor("data", DType::kUInt8, shape, 0).is_ok());
     failure = (*sender)->post(
         d, payload,
         [&](const Status& s) {

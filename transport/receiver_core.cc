@@ -203,7 +203,11 @@ void ReceiverCore::run() {
     reap_retired();
   }
   // A sender may be half-way through connecting its data endpoint, which UCX
-  // accepted on its own: let that handshake finish (Worker::flush).
+  // accepts on its own: let that handshake finish (Worker::flush). Only
+  // then: a flush also reaches the UCX-made data endpoints of senders that
+  // have left, and UCX logs each one's failed flush as an ERROR
+  // (docs/protocol.md, section 12).
+  if (welcomed_not_attached_ == 0) return;
   if (Status st = worker_->flush(ucx::Endpoint::kCloseTimeout); !st.is_ok()) {
     spdlog::warn("receiver: {}", st.to_string());
   }
@@ -348,6 +352,7 @@ ucs_status_t ReceiverCore::on_hello(void* arg, const void* header, size_t header
     return UCS_OK;
   }
   sender->welcomed = true;  // credits follow once its data endpoint attaches
+  ++self->welcomed_not_attached_;
   return UCS_OK;
 }
 
@@ -373,6 +378,7 @@ ucs_status_t ReceiverCore::on_attach(void* arg, const void* header, size_t heade
   sender->data_ep = param->reply_ep;
   sender->mode = attach->mode;
   sender->attached = true;
+  --self->welcomed_not_attached_;
   self->set_streaming(*sender, true);
   self->senders_connected_.fetch_add(1, std::memory_order_relaxed);
   self->grant(*sender, self->options_.credits_per_sender);

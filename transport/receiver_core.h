@@ -183,6 +183,9 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   bool landed_this_turn_ = false;        // the consumer is owed a wake-up
   uint64_t announced_window_ = 0;        // the window share our senders were last told
   uint32_t next_sender_id_ = 0;          // ids are unique across shards: shard + k * shard_count
+  // Senders welcomed whose data endpoint has not attached, gone ones
+  // included: while any is, a data-endpoint handshake may be in flight.
+  uint32_t welcomed_not_attached_ = 0;
 
   // Shard 0 -> this shard: connection requests to accept here.
   std::mutex adopt_mu_;

@@ -70,10 +70,7 @@ void LandedBatch::release() {
 Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions options) {
   const uint32_t threads = options.progress_threads;
   if (threads == 0) return invalid_argument("a receiver needs at least one progress thread");
-  if (options.busy_poll.count() < 0) {
-    return invalid_argument(
-        fmt::format("busy_poll of {} us: it must not be negative", options.busy_poll.count()));
-  }
+  STOKER_RETURN_IF_ERROR(ucx::check_busy_poll(options.busy_poll));
   if (threads > 1 && options.slot_count / threads < options.credits_per_sender) {
     return invalid_argument(fmt::format(
         "{} slots shared by {} progress threads leave {} each, fewer than credits_per_sender ({})",

@@ -149,10 +149,7 @@ class BatchSender::Impl {
 };
 
 Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOptions options) {
-  if (options.busy_poll.count() < 0) {
-    return invalid_argument(
-        fmt::format("busy_poll of {} us: it must not be negative", options.busy_poll.count()));
-  }
+  STOKER_RETURN_IF_ERROR(ucx::check_busy_poll(options.busy_poll));
   auto impl = std::make_unique<Impl>();
   impl->options_ = std::move(options);
   STOKER_ASSIGN_OR_RETURN(auto address, SocketAddress::parse(impl->options_.receiver_address));

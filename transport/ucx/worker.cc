@@ -100,4 +100,10 @@ Status Worker::flush(std::chrono::milliseconds timeout) {
   return wait_for(ucp_worker_flush_nbx(worker_.get(), &param), timeout, "flushing the worker");
 }
 
+Status check_busy_poll(std::chrono::microseconds busy_poll) {
+  if (busy_poll.count() >= 0) return Status::ok();
+  return invalid_argument(
+      fmt::format("busy_poll of {} us: it must not be negative", busy_poll.count()));
+}
+
 }  // namespace stoker::ucx

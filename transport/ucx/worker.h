@@ -68,4 +68,9 @@ class Worker {
   size_t max_am_header_ = 0;
 };
 
+// A progress loop polls for `busy_poll` after its last event before it
+// sleeps in Worker::wait() (ReceiverOptions::busy_poll,
+// SenderOptions::busy_poll). A negative duration is refused.
+Status check_busy_poll(std::chrono::microseconds busy_poll);
+
 }  // namespace stoker::ucx

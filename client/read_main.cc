@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   std::string coordinator, spec_file, job, secret_file, indices_file, sharding = "dynamic";
   uint32_t epochs = 1, slots = 32, credits = 4;
   double pace_ms = 0;
+  int64_t busy_poll_us = stoker::ReaderOptions{}.busy_poll.count();
   std::string log_level = "warn";
   app.add_option("--coordinator", coordinator, "HOST:PORT")->required();
   app.add_option("--spec", spec_file, "pipeline spec (JSON file)")->required();
@@ -37,6 +38,10 @@ int main(int argc, char** argv) {
   app.add_option("--credits", credits, "credits per worker");
   app.add_option("--secret-file", secret_file, "the cluster secret, if the cluster has one");
   app.add_option("--record-indices", indices_file, "append each batch's `index` tensor here");
+  app.add_option("--busy-poll-us", busy_poll_us,
+                 "how long the receiver polls after its last event before it sleeps (longer: "
+                 "steadier throughput on a shared host, at the cost of a core)")
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}));
   app.add_option("--pace-ms", pace_ms, "sleep this long per batch (a slow trainer)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   CLI11_PARSE(app, argc, argv);
@@ -64,7 +69,8 @@ int main(int argc, char** argv) {
                                         .sharding = mode,
                                         .epochs = epochs,
                                         .slots = slots,
-                                        .credits_per_worker = credits});
+                                        .credits_per_worker = credits,
+                                        .busy_poll = std::chrono::microseconds(busy_poll_us)});
   if (!reader.is_ok()) {
     fmt::print(stderr, "stoker-read: {}\n", reader.status().to_string());
     return 1;

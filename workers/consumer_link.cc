@@ -48,6 +48,7 @@ Result<std::unique_ptr<BatchSender>> ConsumerLink::connect() {
                                       .producer_id = env_.worker_id(),
                                       .access_token = consumer_.access_token(),
                                       .connect_timeout = kConnectTimeout,
+                                      .busy_poll = env_.busy_poll,
                                       .context = env_.transport});
   if (!sender.is_ok()) return sender.status();
   const auto arena = env_.arena->memory();

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "pipeline/pipeline.h"
+#include "stoker/batch_sender.h"
 #include "stoker/push_mode.h"
 #include "transport/control/control.pb.h"
 #include "workers/reporter.h"
@@ -45,6 +46,7 @@ struct TaskEnvironment {
   TransportContext transport;  // the worker's shared UCX context
   uint32_t threads = 1;
   PushMode push_mode = PushMode::kAuto;
+  std::chrono::microseconds busy_poll = SenderOptions{}.busy_poll;  // of every consumer link
   // A pipeline thread takes no new split while this many finished batches
   // wait for a consumer: splits stay with the coordinator, where a faster
   // worker can take them, and a worker that dies takes fewer with it.

@@ -13,6 +13,7 @@
 
 #include "pipeline/bad_records.h"
 #include "transport/control/control_client.h"
+#include "transport/ucx/worker.h"
 #include "workers/reporter.h"
 #include "workers/send_arena.h"
 #include "workers/task.h"
@@ -265,7 +266,8 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
         .worker_name = fmt::format("worker-{} ({})", worker_id_.load(), options_.name),
         .transport = transport_,
         .threads = options_.threads,
-        .push_mode = options_.push_mode};
+        .push_mode = options_.push_mode,
+        .busy_poll = options_.busy_poll};
     auto task = Task::start(std::move(env), *a);
     std::lock_guard lock(tasks_mu_);
     if (task.is_ok()) {
@@ -334,6 +336,7 @@ WorkerDaemon::WorkerDaemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) 
 WorkerDaemon::~WorkerDaemon() { stop(); }
 
 Result<std::unique_ptr<WorkerDaemon>> WorkerDaemon::start(WorkerOptions options) {
+  STOKER_RETURN_IF_ERROR(ucx::check_busy_poll(options.busy_poll));
   auto impl = std::make_unique<Impl>(std::move(options));
   STOKER_RETURN_IF_ERROR(impl->start());
   return std::unique_ptr<WorkerDaemon>(new WorkerDaemon(std::move(impl)));

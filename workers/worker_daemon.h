@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "stoker/batch_sender.h"
 #include "stoker/push_mode.h"
 #include "stoker/result.h"
 #include "transport/control/cluster_secret.h"
@@ -26,6 +27,9 @@ struct WorkerOptions {
   size_t memory_budget = size_t{256} << 20;
   std::optional<control::ClusterSecret> secret;
   PushMode push_mode = PushMode::kAuto;
+  // How long each consumer link keeps polling UCX after its last event
+  // before it sleeps (SenderOptions::busy_poll). Must not be negative.
+  std::chrono::microseconds busy_poll = SenderOptions{}.busy_poll;
   uint16_t metrics_port = 0;  // 0: no /metrics endpoint
   // How long to keep trying to reach the coordinator at start.
   std::chrono::milliseconds connect_retry{std::chrono::seconds(60)};

@@ -33,6 +33,11 @@ int main(int argc, char** argv) {
   app.add_option("--secret-file", secret_file, "the cluster secret, if the cluster has one");
   app.add_option("--push-mode", push_mode, "am, put or auto")
       ->check(CLI::IsMember({"am", "put", "auto"}));
+  int64_t busy_poll_us = options.busy_poll.count();
+  app.add_option("--busy-poll-us", busy_poll_us,
+                 "how long a consumer link polls after its last event before it sleeps "
+                 "(longer: steadier throughput on a shared host, at the cost of CPU)")
+      ->check(CLI::Range(int64_t{0}, int64_t{10'000'000}));
   app.add_option("--metrics-port", options.metrics_port, "serve /metrics on this port (0: off)");
   uint32_t connect_retry_s = 60;
   app.add_option("--connect-retry-s", connect_retry_s,
@@ -50,6 +55,7 @@ int main(int argc, char** argv) {
   }
   options.memory_budget = *budget;
   options.connect_retry = std::chrono::seconds(connect_retry_s);
+  options.busy_poll = std::chrono::microseconds(busy_poll_us);
   // SIGTERM while still reaching the coordinator: stop retrying and exit.
   options.give_up_starting = stoker::shutdown_signal_pending;
   options.push_mode = stoker::parse_push_mode(push_mode).value_or(stoker::PushMode::kAuto);

@@ -3,8 +3,9 @@
 // on the command line of stoker-worker and stoker-read.
 #include <gtest/gtest.h>
 
+#include <time.h>
+
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "tests/system/cluster.h"
@@ -14,19 +15,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// User plus system CPU time of process `pid` so far (/proc/PID/stat).
-std::chrono::milliseconds cpu_time_of(pid_t pid) {
-  std::ifstream in(fmt::format("/proc/{}/stat", pid));
-  std::string stat;
-  std::getline(in, stat);  // one line
-  // Fields after the command name, which is in parentheses and may hold
-  // spaces: state is field 3, utime 14, stime 15.
-  std::istringstream fields(stat.substr(stat.rfind(')') + 2));
-  std::string skip;
-  for (int field = 3; field < 14; ++field) fields >> skip;
-  long long utime = 0, stime = 0;
-  fields >> utime >> stime;
-  return std::chrono::milliseconds((utime + stime) * 1000 / sysconf(_SC_CLK_TCK));
+// The CPU time process `pid` has used so far (its CPU-time clock).
+std::chrono::nanoseconds cpu_time_of(pid_t pid) {
+  clockid_t clock;
+  timespec t{};
+  if (clock_getcpuclockid(pid, &clock) != 0 || clock_gettime(clock, &t) != 0) return {};
+  return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
 }
 
 // Reads `batches` batches of a job from the cluster's one worker, holding
@@ -50,7 +44,8 @@ std::chrono::milliseconds worker_cpu_while_reading(Cluster& cluster, int batches
     std::this_thread::sleep_for(pause);
     ++read;
   }
-  return cpu_time_of(cluster.worker(0).pid()) - before;
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      cpu_time_of(cluster.worker(0).pid()) - before);
 }
 
 // With one credit, the worker's link waits for each batch's credit; after

@@ -6,9 +6,8 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <string>
+#include <vector>
 
 #include "stoker/batch_receiver.h"
 #include "stoker/batch_sender.h"
@@ -59,11 +58,6 @@ class CapturedStdout {
   std::FILE* file_ = nullptr;
 };
 
-// A receiver flushes its worker as it stops only while a sender may be
-// connecting its data endpoint: flushing the data endpoints of senders that
-// have already left fails, and UCX logs each failure as an ERROR. Whether
-// UCX has seen the TCP connection close by then is a race, so the test
-// repeats the life of a pair.
 // One life of a pair over TCP: a receiver starts, a sender connects, sends
 // a batch that lands, and leaves; then the receiver stops. An error says
 // which step failed.

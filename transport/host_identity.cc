@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <string_view>
 
@@ -25,7 +27,13 @@ std::string host_identity() {
   return boot_id + "/net:" + std::to_string(netns);
 }
 
-bool ucx_shared_memory_enabled() {
+namespace {
+
+// Whether UCX_TLS lets UCX open any transport of `family` (names and the
+// aliases that stand for them). An exclusion list ('^...') that names any of
+// them counts as ruling the family out: a caller asks so that it can rely on
+// the family, and that one answer is safe.
+bool ucx_tls_allows(std::initializer_list<std::string_view> family) {
   const char* env = std::getenv("UCX_TLS");
   if (env == nullptr) return true;
   std::string_view tls(env);
@@ -34,12 +42,21 @@ bool ucx_shared_memory_enabled() {
   bool listed = false;
   std::stringstream list{std::string(tls)};
   for (std::string item; std::getline(list, item, ',');) {
-    if (item == "all" || item == "sm" || item == "shm" || item == "posix" || item == "sysv" ||
-        item == "cma" || item == "knem" || item == "xpmem") {
+    if (item == "all" || std::find(family.begin(), family.end(), item) != family.end()) {
       listed = true;
     }
   }
   return exclude ? !listed || tls.empty() : listed;
+}
+
+}  // namespace
+
+bool ucx_shared_memory_enabled() {
+  return ucx_tls_allows({"sm", "shm", "mm", "posix", "sysv", "cma", "knem", "xpmem"});
+}
+
+bool ucx_mapped_shared_memory_enabled() {
+  return ucx_tls_allows({"sm", "shm", "mm", "posix", "sysv", "xpmem"});
 }
 
 }  // namespace stoker

@@ -13,4 +13,8 @@ std::string host_identity();
 // False when UCX_TLS rules out every shared-memory transport.
 bool ucx_shared_memory_enabled();
 
+// False when UCX_TLS rules out the shared-memory transports that receive
+// into segments their peers map (posix, sysv, xpmem: UCX's "mm" family).
+bool ucx_mapped_shared_memory_enabled();
+
 }  // namespace stoker

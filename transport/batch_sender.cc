@@ -157,7 +157,7 @@ Result<std::unique_ptr<BatchSender::Impl>> BatchSender::Impl::connect(SenderOpti
   if (impl->options_.context) {
     impl->context_ = impl->options_.context.ucx();
   } else {
-    STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create());
+    STOKER_ASSIGN_OR_RETURN(impl->context_, ucx::Context::create(ucx::Traffic::kSendOnly));
   }
   STOKER_ASSIGN_OR_RETURN(impl->worker_, ucx::Worker::create(impl->context_));
   using wire::AmId;

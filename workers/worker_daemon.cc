@@ -114,8 +114,9 @@ Status WorkerDaemon::Impl::on_session(const Result<control::Message>& answer) {
 
 Status WorkerDaemon::Impl::start() {
   STOKER_ASSIGN_OR_RETURN(arena_, SendArena::create(options_.memory_budget));
-  // One UCX context for the control connection and every consumer link.
-  STOKER_ASSIGN_OR_RETURN(transport_, TransportContext::create());
+  // One UCX context for the control connection and every consumer link;
+  // batches only leave this process.
+  STOKER_ASSIGN_OR_RETURN(transport_, TransportContext::create_for_sending());
   control::ControlClientOptions client{
       .server_address = options_.coordinator_address,
       .role = control::ROLE_WORKER,

@@ -20,6 +20,11 @@ class TransportContext {
   TransportContext() = default;
   // Initialises UCX (transports from UCX_TLS and the rest of UCX's environment).
   static Result<TransportContext> create();
+  // The same, for a process that sends batches and receives none (a
+  // worker): its shared-memory receive pool stays small. A receiver on the
+  // same host keeps each sender's pool mapped until it stops (UCX 1.13), so
+  // this bounds what departed senders cost it.
+  static Result<TransportContext> create_for_sending();
 
   explicit operator bool() const { return context_ != nullptr; }
   // For stoker's own components.

@@ -3,8 +3,11 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
+
 #include "stoker/landing.h"
 #include "stoker/transport_context.h"
+#include "transport/host_identity.h"
 #include "transport/ucx/ucx_status.h"
 
 namespace stoker::ucx {
@@ -40,7 +43,37 @@ Status from_ucs(ucs_status_t status, std::string_view what) {
   }
 }
 
-Result<std::shared_ptr<Context>> Context::create() {
+namespace {
+
+struct ConfigDeleter {
+  void operator()(ucp_config_t* c) const { ucp_config_release(c); }
+};
+using Config = std::unique_ptr<ucp_config_t, ConfigDeleter>;
+
+// Whether the environment sets the shared-memory receive pool's growth
+// (UCX_MM_... for both shared-memory transports, or either one's own).
+bool rx_bufs_grow_set_by_user() {
+  for (const char* name :
+       {"UCX_MM_RX_BUFS_GROW", "UCX_SYSV_RX_BUFS_GROW", "UCX_POSIX_RX_BUFS_GROW"}) {
+    if (std::getenv(name) != nullptr) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Context>> Context::create(Traffic traffic) {
+  ucp_config_t* read = nullptr;
+  STOKER_RETURN_IF_ERROR(from_ucs(ucp_config_read(nullptr, nullptr, &read), "ucp_config_read"));
+  Config config(read);
+  // Only where UCX opens such a transport: a setting no transport takes
+  // makes UCX warn at every worker.
+  if (traffic == Traffic::kSendOnly && ucx_mapped_shared_memory_enabled() &&
+      !rx_bufs_grow_set_by_user()) {
+    STOKER_RETURN_IF_ERROR(
+        from_ucs(ucp_config_modify(config.get(), "MM_RX_BUFS_GROW", kSendOnlyRxBufsGrow),
+                 "ucp_config_modify MM_RX_BUFS_GROW"));
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_AM | UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
@@ -48,7 +81,7 @@ Result<std::shared_ptr<Context>> Context::create() {
   // sender in one process); each worker itself is used by one thread.
   params.mt_workers_shared = 1;
   ucp_context_h handle = nullptr;
-  STOKER_RETURN_IF_ERROR(from_ucs(ucp_init(&params, nullptr, &handle), "ucp_init"));
+  STOKER_RETURN_IF_ERROR(from_ucs(ucp_init(&params, config.get(), &handle), "ucp_init"));
   auto ctx = std::make_shared<Context>();
   ctx->context_.reset(handle);
 
@@ -65,6 +98,11 @@ namespace stoker {
 
 Result<TransportContext> TransportContext::create() {
   STOKER_ASSIGN_OR_RETURN(auto context, ucx::Context::create());
+  return TransportContext(std::move(context));
+}
+
+Result<TransportContext> TransportContext::create_for_sending() {
+  STOKER_ASSIGN_OR_RETURN(auto context, ucx::Context::create(ucx::Traffic::kSendOnly));
   return TransportContext(std::move(context));
 }
 

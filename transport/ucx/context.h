@@ -11,10 +11,30 @@
 
 namespace stoker::ucx {
 
+// What a process moves through its context.
+enum class Traffic {
+  kSendAndReceive,
+  // Batches only go out (a worker, a lone sender): over shared memory this
+  // process receives little (handshake replies, acknowledgements), so its
+  // shared-memory receive pool grows in small steps (kSendOnlyRxBufsGrow).
+  // That pool is what a receiver on the host maps to write to it, and UCX
+  // 1.13 keeps it mapped there until the receiver stops, after this process
+  // has gone (docs/protocol.md, section 12).
+  kSendOnly,
+};
+
+// Receive buffers added to a kSendOnly context's shared-memory pool at a
+// time, instead of UCX's 512 (about 4 MiB, half of it resident once
+// touched). A receiver kept 88 kB of shared memory per departed sender with
+// 16 against 2072 kB with 512 (docs/perf.md).
+inline constexpr const char* kSendOnlyRxBufsGrow = "16";
+
 class Context {
  public:
-  // Features: active messages, RMA (for put mode) and wakeup (event-driven progress).
-  static Result<std::shared_ptr<Context>> create();
+  // Features: active messages, RMA (for put mode) and wakeup (event-driven
+  // progress). The rest of the configuration comes from UCX's environment,
+  // which also wins over what `traffic` would change.
+  static Result<std::shared_ptr<Context>> create(Traffic traffic = Traffic::kSendAndReceive);
 
   ucp_context_h get() const { return context_.get(); }
   bool supports_memory_type(ucs_memory_type_t type) const {

@@ -583,6 +583,10 @@ Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
     }
   }
   pool_rkey_.reset();
+  if (!attached_) {  // the handshake never finished: nothing to flush
+    if (data_ep_) data_ep_->abandon();
+    if (ep_) ep_->abandon();
+  }
   data_ep_.reset();  // flushes the goodbye (bounded) and closes
   ep_.reset();
   run_completions();

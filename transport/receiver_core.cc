@@ -269,10 +269,8 @@ void ReceiverCore::accept(ucp_conn_request_h request) {
       *worker_, request, [this, id = sender->id](ucs_status_t st) { on_sender_error(id, st); });
   if (!ep.is_ok()) {
     load_.fetch_sub(1);
-    spdlog::warn("receiver: rejected a connection: {}", ep.status().to_string());
-    // Only the listener's own shard may reject through it; a request handed
-    // to another shard is dropped, and its sender's connection fails.
-    if (listener_) listener_->reject(request);
+    // UCX has rejected and freed the request already (Endpoint::accept).
+    spdlog::warn("receiver: refused a connection: {}", ep.status().to_string());
     return;
   }
   sender->ep = std::move(ep).value();

@@ -197,6 +197,7 @@ Status ControlClient::Impl::establish() {
   transport_error_ = Status::ok();
   const auto deadline = std::chrono::steady_clock::now() + options_.connect_timeout;
   auto fail = [&](const Status& st) {
+    if (ep_) ep_->abandon();  // not established: nothing to flush
     ep_.reset();
     return st.with_context(fmt::format("coordinator at {}", server_));
   };
@@ -229,6 +230,7 @@ Status ControlClient::Impl::establish() {
           std::move(body).value());
       worker_->progress();
     }
+    ep_.reset();  // established: closing flushes the empty proof
     return fail(unauthorized(why));
   };
   if (c.secret_required() && !options_.secret) {

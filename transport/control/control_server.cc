@@ -213,8 +213,8 @@ void ControlServer::Impl::accept(ucp_conn_request_h request) {
     disconnects_.emplace_back(id, st);
   });
   if (!ep.is_ok()) {
-    spdlog::warn("control server: rejected a connection: {}", ep.status().to_string());
-    listener_->reject(request);
+    // UCX has rejected and freed the request already (Endpoint::accept).
+    spdlog::warn("control server: refused a connection: {}", ep.status().to_string());
     return;
   }
   c->ep = std::move(ep).value();

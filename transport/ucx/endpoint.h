@@ -32,6 +32,9 @@ class Endpoint {
   static Result<std::unique_ptr<Endpoint>> connect_to_worker(Worker& worker,
                                                              std::span<const std::byte> address,
                                                              std::string peer);
+  // Takes the request, whether it succeeds or not: when ucp_ep_create fails
+  // on a connection request (a device UCX was not given, say), UCX has
+  // already rejected the request and freed it, so it must not be rejected again.
   static Result<std::unique_ptr<Endpoint>> accept(Worker& worker, ucp_conn_request_h request,
                                                   ErrorHandler on_error);
   Endpoint(const Endpoint&) = delete;
@@ -39,6 +42,12 @@ class Endpoint {
   // Closes: flushes outstanding operations if the peer is healthy, forces
   // otherwise; gives up after the close timeout.
   ~Endpoint();
+
+  // The connection never became usable (its handshake failed or timed out):
+  // close without flushing. UCX 1.13 cannot flush an endpoint whose wireup
+  // never finished, and ucp_worker_destroy aborts on the sends still queued
+  // on it ("pending request ... should have been flushed").
+  void abandon() { failed_ = true; }
 
   ucp_ep_h get() const { return ep_; }
   bool failed() const { return failed_; }

@@ -15,7 +15,8 @@ namespace stoker::ucx {
 class Listener {
  public:
   // Called on the worker's thread for every incoming connection; the handler
-  // must accept (Endpoint::accept) or reject() the request.
+  // must accept (Endpoint::accept, which takes it even when it fails) or
+  // reject() the request.
   using ConnectionHandler = std::function<void(ucp_conn_request_h)>;
 
   static Result<std::unique_ptr<Listener>> create(Worker& worker, const SocketAddress& address,

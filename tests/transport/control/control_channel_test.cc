@@ -119,7 +119,13 @@ TEST_F(ControlChannel, TheSecretIsCheckedBothWays) {
   auto right = connect(secret("correct horse battery staple"));
   ASSERT_TRUE(right.is_ok()) << right.status().to_string();
   EXPECT_TRUE((*right)->call(register_worker(1), 5s).is_ok());
-  EXPECT_GE(server_->stats().handshakes_refused, 0u);
+  // Both peers that gave up sent an empty proof on their way out, which the
+  // server refused; the second may still be on its way.
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (server_->stats().handshakes_refused < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(server_->stats().handshakes_refused, 2u);
   EXPECT_EQ(handler_.requests.load(), 1);
 }
 
@@ -214,6 +220,32 @@ class RawPeer {
   bool closed_ = false;
   std::vector<std::pair<std::vector<std::byte>, std::vector<std::byte>>> frames_;
 };
+
+TEST_F(ControlChannel, AForgedProofIsRefusedAndServesNothing) {
+  start(secret("correct horse battery staple"));
+  RawPeer peer(server_->port());
+  peer.send({.request_id = 1}, encode_body(peer.hello()).value());
+  auto challenge = peer.next();
+  ASSERT_TRUE(challenge.has_value());
+  ASSERT_TRUE(decode_body(challenge->second, kMaxBodyBytes)->challenge().secret_required());
+  // A proof of the right length that was not made with the secret.
+  const auto forged = random_nonce();
+  std::vector<std::byte> proof(32);
+  for (size_t i = 0; i < proof.size(); ++i) proof[i] = forged[i % forged.size()];
+  Message auth;
+  auth.mutable_authenticate()->set_client_proof(proof.data(), proof.size());
+  peer.send({.request_id = 2}, encode_body(auth).value());
+  auto answer = peer.next();
+  ASSERT_TRUE(answer.has_value());
+  auto body = decode_body(answer->second, kMaxBodyBytes);
+  ASSERT_TRUE(body.is_ok() && body->has_refusal()) << body.status().to_string();
+  EXPECT_EQ(body->refusal().code(), static_cast<uint32_t>(StatusCode::kUnauthorized));
+  // Whatever it sends next is not served.
+  peer.send({.request_id = 3}, encode_body(register_worker(1)).value());
+  EXPECT_TRUE(peer.wait_closed());
+  EXPECT_EQ(server_->stats().handshakes_refused, 1u);
+  EXPECT_EQ(handler_.requests.load(), 0);
+}
 
 TEST_F(ControlChannel, AnotherFrameVersionIsRefusedNamingBothVersions) {
   start();

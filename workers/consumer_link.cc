@@ -35,8 +35,10 @@ ConsumerLink::~ConsumerLink() {
 }
 
 void ConsumerLink::die(const Status& why) {
-  if (dead_.exchange(true)) return;
-  died_at_ = std::chrono::steady_clock::now();
+  if (dead_.load()) return;  // only the push thread writes dead_ and died_at_
+  // When first, then that it died: whoever sees dead() also sees when.
+  died_at_.store(std::chrono::steady_clock::now());
+  dead_.store(true);
   spdlog::warn("worker: consumer {} ({}) of job {}: {}", consumer_.consumer_id(),
                consumer_.address(), task_.job_id(), why.to_string());
 }

@@ -31,7 +31,7 @@ class ConsumerLink {
   uint64_t consumer_id() const { return consumer_.consumer_id(); }
   // The connection failed or was refused; since when.
   bool dead() const { return dead_.load(); }
-  std::chrono::steady_clock::time_point died_at() const { return died_at_; }
+  std::chrono::steady_clock::time_point died_at() const { return died_at_.load(); }
 
  private:
   void run();
@@ -44,7 +44,7 @@ class ConsumerLink {
   control::ConsumerEndpoint consumer_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> dead_{false};
-  std::chrono::steady_clock::time_point died_at_{};
+  std::atomic<std::chrono::steady_clock::time_point> died_at_{};  // read by the task's updates
   // Push thread only: batches posted and not yet completed, by a local key.
   std::map<uint64_t, std::shared_ptr<ReadyBatch>> in_flight_;
   uint64_t next_key_ = 1;

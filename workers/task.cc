@@ -324,7 +324,10 @@ void Task::settle_locked(const SplitKey& key) {
   auto it = splits_.find(key);
   if (it == splits_.end() || !it->second.produced || it->second.outstanding != 0) return;
   splits_.erase(it);
-  unacknowledged_.insert(key);
+  {
+    std::lock_guard held(unacknowledged_->mu);
+    unacknowledged_->keys.insert(key);
+  }
   ++stats_.splits_done;
   control::Message report;
   auto* done = report.mutable_split_done();
@@ -333,10 +336,10 @@ void Task::settle_locked(const SplitKey& key) {
   done->set_iteration(key.iteration);
   done->set_lane(key.lane);
   done->set_split_id(key.split);
-  env_.reporter->submit(std::move(report), [this, key](const Status&) {
+  env_.reporter->submit(std::move(report), [unacknowledged = unacknowledged_, key](const Status&) {
     // Acknowledged, or refused for good (the job is gone): no longer held.
-    std::lock_guard lock(mu_);
-    unacknowledged_.erase(key);
+    std::lock_guard lock(unacknowledged->mu);
+    unacknowledged->keys.erase(key);
   });
 }
 
@@ -390,7 +393,8 @@ control::TaskState Task::held() const {
     h->set_split_id(key.split);
   };
   for (const auto& [key, progress] : splits_) add(key);
-  for (const auto& key : unacknowledged_) add(key);
+  std::lock_guard unacknowledged(unacknowledged_->mu);
+  for (const auto& key : unacknowledged_->keys) add(key);
   return state;
 }
 

@@ -153,7 +153,14 @@ class Task {
   uint64_t nudges_ = 0;
   std::deque<std::shared_ptr<ReadyBatch>> ready_;
   std::map<SplitKey, SplitProgress> splits_;
-  std::set<SplitKey> unacknowledged_;  // done, SplitDone not yet acknowledged
+  // Splits done whose SplitDone the coordinator has not acknowledged yet.
+  // Shared with the reporter's callbacks: a report can be answered after this
+  // task is gone (retried across a re-registration, or refused at shutdown).
+  struct UnacknowledgedSplits {
+    std::mutex mu;  // taken after mu_, never before it
+    std::set<SplitKey> keys;
+  };
+  std::shared_ptr<UnacknowledgedSplits> unacknowledged_ = std::make_shared<UnacknowledgedSplits>();
   std::map<uint64_t, IterationProgress> iterations_;
   // The iteration each pipeline thread that reached the end of the job was
   // at: it is past that iteration and every later one.

@@ -71,6 +71,11 @@ Result<std::unique_ptr<BatchReceiver>> BatchReceiver::start(ReceiverOptions opti
   const uint32_t threads = options.progress_threads;
   if (threads == 0) return invalid_argument("a receiver needs at least one progress thread");
   STOKER_RETURN_IF_ERROR(ucx::check_busy_poll(options.busy_poll));
+  if (size_t pool_bytes = 0;
+      __builtin_mul_overflow(options.slot_bytes, size_t{options.slot_count}, &pool_bytes)) {
+    return invalid_argument(fmt::format("{} slots of {} bytes overflow a pool's size",
+                                        options.slot_count, options.slot_bytes));
+  }
   if (threads > 1 && options.slot_count / threads < options.credits_per_sender) {
     return invalid_argument(fmt::format(
         "{} slots shared by {} progress threads leave {} each, fewer than credits_per_sender ({})",

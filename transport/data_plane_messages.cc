@@ -2,6 +2,7 @@
 #include "transport/data_plane_messages.h"
 
 #include <fmt/format.h>
+#include <algorithm>
 
 #include "stoker/memory.h"
 
@@ -257,7 +258,8 @@ Result<std::vector<BatchReady>> BatchReady::decode_list(std::span<const std::byt
   const auto count = r.get<uint16_t>();
   if (r.underflowed() || count == 0) return protocol_error("ready notice without entries");
   std::vector<BatchReady> out;
-  out.reserve(count);
+  // The count is the peer's word: reserve no more entries than the bytes hold.
+  out.reserve(std::min<size_t>(count, (in.size() - 2) / (4 + kDescriptorHeaderBytes)));
   size_t pos = 2;
   for (uint16_t i = 0; i < count; ++i) {
     // An entry is a slot (4 bytes) and a descriptor whose header gives its size.

@@ -545,6 +545,12 @@ TEST(BatchTransferErrors, BadAddressesAreRejected) {
   EXPECT_NE(split.status().message().find("32 slots shared by 8 progress threads leave 4 each"),
             std::string::npos)
       << split.status().to_string();
+  // A pool whose size does not fit in size_t (slot_bytes from a peer's word,
+  // say) is refused instead of wrapping to a small pool.
+  auto huge = BatchReceiver::start({.slot_bytes = size_t{1} << 62, .slot_count = 8});
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("overflow"), std::string::npos)
+      << huge.status().to_string();
 }
 
 }  // namespace

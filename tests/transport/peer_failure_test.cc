@@ -93,12 +93,17 @@ void PeerFailure::kill_a_sender_mid_stream(uint32_t progress_threads) {
   int survivor_batches = 0;
   {
     std::lock_guard lock(mu);
+    int connected = 0, failed = 0;
     for (const auto& e : events) {
+      if (e.kind == PeerEvent::Kind::kConnected) ++connected;
       if (e.kind == PeerEvent::Kind::kFailed) {
+        ++failed;
         EXPECT_NE(e.peer.find("victim"), std::string::npos) << e.peer;
         EXPECT_EQ(e.status.code(), StatusCode::kUnavailable) << e.status.to_string();
       }
     }
+    EXPECT_EQ(connected, 2);
+    EXPECT_EQ(failed, 1);
   }
   while (true) {  // drain what landed before the survivor's goodbye
     auto batch = receiver.next(0ms);

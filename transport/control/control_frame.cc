@@ -42,8 +42,11 @@ Result<FrameHeader> decode_frame_header(std::span<const std::byte> bytes) {
                               h.version, kControlProtocolVersion));
   }
   if (kind < static_cast<uint8_t>(FrameKind::kRequest) ||
-      kind > static_cast<uint8_t>(FrameKind::kNotice) || reserved != 0) {
+      kind > static_cast<uint8_t>(FrameKind::kNotice)) {
     return protocol_error(fmt::format("control frame of unknown kind {}", kind));
+  }
+  if (reserved != 0) {
+    return protocol_error(fmt::format("control frame with reserved byte {} (must be 0)", reserved));
   }
   h.kind = static_cast<FrameKind>(kind);
   return h;

@@ -221,6 +221,22 @@ class RawPeer {
   std::vector<std::pair<std::vector<std::byte>, std::vector<std::byte>>> frames_;
 };
 
+TEST(ControlFrame, ABadKindAndANonZeroReservedByteAreTellingErrors) {
+  // Magic (4 bytes), version (2), kind (1), reserved (1), request id (8).
+  auto header = encode_frame_header({.kind = FrameKind::kRequest, .request_id = 5});
+  ASSERT_TRUE(decode_frame_header(header).is_ok());
+  auto bad_kind = header;
+  bad_kind[6] = std::byte{9};
+  EXPECT_NE(decode_frame_header(bad_kind).status().message().find("unknown kind 9"),
+            std::string::npos)
+      << decode_frame_header(bad_kind).status().to_string();
+  auto reserved = header;
+  reserved[7] = std::byte{1};
+  EXPECT_NE(decode_frame_header(reserved).status().message().find("reserved byte 1"),
+            std::string::npos)
+      << decode_frame_header(reserved).status().to_string();
+}
+
 TEST_F(ControlChannel, AForgedProofIsRefusedAndServesNothing) {
   start(secret("correct horse battery staple"));
   RawPeer peer(server_->port());

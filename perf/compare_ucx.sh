@@ -164,18 +164,45 @@ iterations_for() {  # size
   echo $((n < 3000 ? 3000 : n > 100000 ? 100000 : n))
 }
 
+# Waits until a socket listens on TCP port $1 (read from /proc/net/tcp and
+# tcp6: state 0A), for at most 10 s and while process $2 lives.
+wait_for_listener() {  # port pid
+  local suffix
+  suffix=$(printf ':%04X' "$1")
+  for _ in $(seq 200); do
+    kill -0 "$2" 2>/dev/null || return 1
+    awk -v p="$suffix" 'substr($2, length($2) - 4) == p && $4 == "0A" {found = 1} END {exit !found}' \
+      /proc/net/tcp /proc/net/tcp6 2>/dev/null && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
 # ucx_perftest (ucp_am_bw, or --ucx-test): the client's "Final" line, overall
-# bandwidth (MB/s).
+# bandwidth (MB/s). A run without that line fails the script with both logs:
+# an empty figure would make a meaningless ratio.
 run_ucx() {  # tls size
   port=$((port + 1))
   UCX_TLS=$(ucx_tls "$1") on_cores "$(server_cores 1)" \
     ucx_perftest -t "$ucx_test" -s "$2" -n "$(iterations_for "$2")" -p "$port" >"$work/ucx_server.log" 2>&1 &
-  local server=$!
-  sleep 0.3
+  local server=$! client_status=0 figure
+  if ! wait_for_listener "$port" "$server"; then
+    kill "$server" 2>/dev/null || true
+    cat "$work/ucx_server.log" >&2
+    echo "compare_ucx.sh: ucx_perftest's server exited or never listened on port $port" >&2
+    return 1
+  fi
   UCX_TLS=$(ucx_tls "$1") on_cores "$(sender_core 1 1)" timeout 120 \
-    ucx_perftest -t "$ucx_test" -s "$2" -n "$(iterations_for "$2")" -p "$port" 127.0.0.1 2>&1 |
-    awk '/Final:/ {print $7}'
+    ucx_perftest -t "$ucx_test" -s "$2" -n "$(iterations_for "$2")" -p "$port" 127.0.0.1 \
+    >"$work/ucx_client.log" 2>&1 || client_status=$?
   wait "$server" || true
+  figure=$(awk '/Final:/ {print $7}' "$work/ucx_client.log")
+  if [[ $client_status -ne 0 || -z $figure ]]; then
+    cat "$work/ucx_server.log" "$work/ucx_client.log" >&2
+    echo "compare_ucx.sh: ucx_perftest's client (exit status $client_status) reported no figure" >&2
+    return 1
+  fi
+  echo "$figure"
 }
 
 # stoker-perf: one server, `senders` client processes; the server's MBps.

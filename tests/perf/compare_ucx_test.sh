@@ -4,7 +4,8 @@
 # its output: one line per point in exactly the documented form, a ratio that
 # is stoker's figure over ucx_perftest's, the fan-in point labelled with its
 # senders, the reference test named when it is not ucp_am_bw, and exit
-# status 0 with and without a fan-in point.
+# status 0 with and without a fan-in point; a reference run without a figure
+# fails it.
 #
 #   compare_ucx_test.sh SOURCE_DIR STOKER_PERF
 set -euo pipefail
@@ -58,4 +59,14 @@ run put --fanin 1 --ucx-test ucp_put_bw
 mapfile -t lines <"$work/put.out"
 [[ ${#lines[@]} -eq 1 ]] || fail "expected 1 line with --ucx-test ucp_put_bw, got: ${lines[*]}"
 check_line "${lines[0]}" "ucx_test=ucp_put_bw "
+# A reference run that reports no figure fails the script, saying so,
+# instead of printing a ratio against nothing.
+rc=0
+"$source_dir/perf/compare_ucx.sh" --stoker-perf "$stoker_perf" --tls tcp --sizes 65536 \
+  --reps 1 --iterations 300 --fanin 1 --ucx-test no_such_test >"$work/bad.out" 2>"$work/bad.err" || rc=$?
+[[ $rc -ne 0 ]] || fail "a failed ucx_perftest run exited 0"
+[[ ! -s $work/bad.out ]] || fail "a failed ucx_perftest run printed: $(cat "$work/bad.out")"
+grep -Eq "ucx_perftest's (server exited or never listened|client \(exit status [0-9]+\) reported no figure)" \
+  "$work/bad.err" ||
+  fail "a failed ucx_perftest run did not say so: $(tail -3 "$work/bad.err")"
 echo "compare_ucx.sh: output as documented"

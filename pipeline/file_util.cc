@@ -21,10 +21,6 @@ Status errno_status(std::string_view what, const std::string& path, int err) {
   return err == ENOENT ? not_found(message) : io_error(message);
 }
 
-bool ends_with(std::string_view s, std::string_view suffix) {
-  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
-}
-
 // glob(3) owns memory: free it however we leave.
 class GlobResult {
  public:
@@ -116,7 +112,10 @@ Result<std::vector<std::string>> resolve_files(const std::vector<std::string>& p
     if (rc == 0) {
       for (size_t i = 0; i < g.get()->gl_pathc; ++i) {
         std::string path = g.get()->gl_pathv[i];
-        if (ends_with(path, ".stoker-index")) continue;
+        // Index files and their temporaries (<shard>.stoker-index.tmp-XXXXXXXX,
+        // left behind by a crash mid-write) are never shards.
+        const std::string_view name = std::string_view(path).substr(path.rfind('/') + 1);
+        if (name.find(".stoker-index") != std::string_view::npos) continue;
         struct stat st {};
         if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
         out.push_back(std::move(path));

@@ -78,11 +78,17 @@ class FileReader {
 std::string resolve_path(std::string_view path, std::string_view base_dir);
 
 // The files matched by `patterns` (paths or glob patterns, relative ones
-// against `base_dir`), deduplicated and sorted by path; index files
-// (*.stoker-index) are never matched. A pattern that matches nothing is an
-// error naming it: a typo must not silently shrink a dataset.
+// against `base_dir`), deduplicated and sorted by path; index files and their
+// temporaries (any file name containing ".stoker-index") are never matched.
+// A pattern that matches nothing is an error naming it: a typo must not
+// silently shrink a dataset.
 Result<std::vector<std::string>> resolve_files(const std::vector<std::string>& patterns,
                                                std::string_view base_dir);
+
+// The largest record read whole into memory (an image file, a tar member):
+// sizes come from headers anyone can write, so larger ones are refused
+// rather than allocated.
+inline constexpr uint64_t kMaxRecordBytes = uint64_t{1} << 30;
 
 // The whole file, refusing files larger than `max_bytes`.
 Result<std::string> read_whole_file(const std::string& path, uint64_t max_bytes);

@@ -2,8 +2,10 @@
 #include "pipeline/idx_file.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -86,13 +88,27 @@ Result<IdxHeader> parse_header(gzFile f, const std::string& path) {
   if (gz_read(f, reinterpret_cast<char*>(dims), want, error, message) != want) {
     return data_loss(fmt::format("{}: the IDX header is truncated", path));
   }
-  for (size_t i = 0; i < head[3]; ++i) {
-    h.dims.push_back(uint32_t{dims[4 * i]} << 24 | uint32_t{dims[4 * i + 1]} << 16 |
-                     uint32_t{dims[4 * i + 2]} << 8 | uint32_t{dims[4 * i + 3]});
+  const size_t n = head[3];
+  uint32_t d[8];
+  for (size_t i = 0; i < n; ++i) {
+    d[i] = uint32_t{dims[4 * i]} << 24 | uint32_t{dims[4 * i + 1]} << 16 |
+           uint32_t{dims[4 * i + 2]} << 8 | uint32_t{dims[4 * i + 3]};
   }
+  h.dims.assign(d, d + n);
   h.header_bytes = 4 + want;
-  if (h.item_bytes() == 0 || uint64_t{h.dims[0]} * h.item_bytes() > kMaxIdxBytes) {
-    return data_loss(fmt::format("{}: IDX dimensions give an impossible size", path));
+  // Checked: up to eight uint32 dimensions overflow uint64. The item size is
+  // checked on its own, since a zero count would hide an overflowing one.
+  uint64_t item = 1;
+  for (size_t i = 1; i < n; ++i) {
+    if (d[i] == 0 || item > kMaxIdxBytes / d[i]) {
+      return data_loss(fmt::format("{}: IDX dimensions [{}] give an impossible item size", path,
+                                   fmt::join(h.dims, ", ")));
+    }
+    item *= d[i];
+  }
+  if (d[0] > kMaxIdxBytes / item) {
+    return data_loss(fmt::format("{}: IDX dimensions [{}] make more than {} bytes", path,
+                                 fmt::join(h.dims, ", "), kMaxIdxBytes));
   }
   return h;
 }
@@ -115,10 +131,23 @@ Result<IdxFile> read_idx(const std::string& path) {
   IdxFile out;
   STOKER_ASSIGN_OR_RETURN(out.header, parse_header(f.get(), path));
   const uint64_t want = uint64_t{out.header.dims[0]} * out.header.item_bytes();
-  out.data.resize(want);
+  // The count is the header's claim: grow the buffer as data arrives, so a
+  // lying header costs what the file holds, not what it promises. The file's
+  // size is all an uncompressed file can hold, and a start for a gzip one.
+  if (auto st = stat_file(path); st.is_ok()) {
+    out.data.reserve(static_cast<size_t>(std::min(want, st->size)));
+  }
+  constexpr size_t kChunk = size_t{1} << 20;
   int error = Z_OK;
   std::string message;
-  const size_t got = gz_read(f.get(), out.data.data(), want, error, message);
+  size_t got = 0;
+  while (got < want) {
+    const auto n = static_cast<size_t>(std::min<uint64_t>(kChunk, want - got));
+    out.data.resize(got + n);
+    const size_t read = gz_read(f.get(), out.data.data() + got, n, error, message);
+    got += read;
+    if (read < n) break;
+  }
   out.data.resize(got);
   if (got < want) {
     const BadRecordReason reason =

@@ -17,7 +17,7 @@ struct IdxHeader {
   uint8_t type = 0;             // 0x08: unsigned byte, the only type stoker reads
   std::vector<uint32_t> dims;   // dims[0]: the number of items
   uint64_t header_bytes = 0;    // where the data starts (in the decompressed stream)
-  uint64_t item_bytes() const;  // product of dims[1..]
+  uint64_t item_bytes() const;  // product of dims[1..]; reading checks it cannot overflow
 };
 
 // Reads and checks the header (decompressing only that much).
@@ -31,7 +31,8 @@ struct IdxFile {
   std::optional<RecordProblem> damage;
 };
 
-// Reads the whole file. A short or corrupt stream is not an error: `damage` says why.
+// Reads the whole file. A short or corrupt stream is not an error: `damage`
+// says why. Memory follows the data read, not the header's item count.
 Result<IdxFile> read_idx(const std::string& path);
 
 // Writes an IDX file of unsigned bytes, uncompressed (for tests and tools).

@@ -59,6 +59,46 @@ SourceChecks checks_of(const SourceSpec& source) {
                     source);
 }
 
+// The most records a split can hold, when the spec alone says: a fixed
+// split_size, or a count below it; nullopt for whole-shard splits.
+struct SplitBound {
+  uint64_t records = 0;
+  std::string_view field;  // what sets it
+};
+std::optional<SplitBound> largest_split(const SourceSpec& source) {
+  const auto counted = [](uint64_t count, uint64_t split_size) {
+    return std::optional<SplitBound>(count < split_size ? SplitBound{count, "count"}
+                                                        : SplitBound{split_size, "split_size"});
+  };
+  return std::visit(
+      Overloaded{[&](const RangeSource& s) { return counted(s.count, s.split_size); },
+                 [&](const SyntheticImagesSource& s) { return counted(s.count, s.split_size); },
+                 [&](const SyntheticTokensSource& s) { return counted(s.count, s.split_size); },
+                 [](const auto& s) {
+                   return s.split_size == 0
+                              ? std::nullopt
+                              : std::optional<SplitBound>(SplitBound{s.split_size, "split_size"});
+                 }},
+      source);
+}
+
+// Batches never span splits, so with drop_remainder a split shorter than
+// every batch yields nothing: refuse a spec where that holds for all splits.
+Status check_splits_fill_a_batch(const PipelineSpec& spec) {
+  const BatchSpec& batch = spec.batch;
+  if (!batch.drop_remainder) return Status::ok();
+  const uint32_t smallest =
+      batch.bucketed() ? *std::min_element(batch.bucket_sizes.begin(), batch.bucket_sizes.end())
+                       : batch.size;
+  const auto bound = largest_split(spec.source);
+  if (!bound || bound->records >= smallest) return Status::ok();
+  return invalid_argument(fmt::format(
+      "batch.drop_remainder: splits hold at most {} records (source.{}) and batches of {}{} never "
+      "span splits, so every batch would be dropped: raise source.split_size or lower the "
+      "batch size",
+      bound->records, bound->field, batch.bucketed() ? "at least " : "", smallest));
+}
+
 }  // namespace
 
 struct CompiledOps {
@@ -382,6 +422,7 @@ Pipeline::~Pipeline() = default;
 
 Result<std::shared_ptr<Pipeline>> Pipeline::create(const PipelineSpec& spec,
                                                    PipelineOptions options) {
+  STOKER_RETURN_IF_ERROR(check_splits_fill_a_batch(spec));
   std::shared_ptr<Pipeline> p(new Pipeline(spec, std::move(options)));
   SourceContext context{p->options_.base_dir, p->options_.index_next_to_shard,
                         p->options_.index_dir};

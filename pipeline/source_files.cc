@@ -87,7 +87,8 @@ class IndexedSplits {
       std::vector<Split> out;
       for (uint32_t shard = 0; shard < cache.files().size(); ++shard) {
         STOKER_ASSIGN_OR_RETURN(auto index, cache.get(shard));
-        append_splits(shard, index->records(), split_size, out);
+        STOKER_RETURN_IF_ERROR(
+            append_splits(shard, index->records(), split_size, cache.files()[shard], out));
       }
       splits_ = std::move(out);
     }
@@ -433,7 +434,7 @@ class IdxSourceImpl final : public Source {
         header_(std::move(header)) {}
 
   Result<std::vector<Split>> splits() override {
-    return global_splits(header_.dims[0], spec_.split_size);
+    return global_splits(header_.dims[0], spec_.split_size, images_path_);
   }
 
   Result<std::unique_ptr<RecordCursor>> open(const Split& split) override {
@@ -486,8 +487,7 @@ class ImageFolderCursor final : public RecordCursor {
     if (n_ >= total_) return CursorStep::kEnd;
     const uint64_t i = split_.record_at(n_++);
     record.clear_content();
-    constexpr uint64_t kMaxImageFile = uint64_t{1} << 30;
-    STOKER_ASSIGN_OR_RETURN(record.data, read_whole_file((*paths_)[i], kMaxImageFile));
+    STOKER_ASSIGN_OR_RETURN(record.data, read_whole_file((*paths_)[i], kMaxRecordBytes));
     record.key = i;
     record.file = &(*paths_)[i];
     record.offset = 0;
@@ -506,12 +506,12 @@ class ImageFolderCursor final : public RecordCursor {
 
 class ImageFolderSourceImpl final : public Source {
  public:
-  ImageFolderSourceImpl(const ImageFolderSource& spec, std::vector<std::string> paths,
-                        std::vector<uint32_t> labels)
-      : spec_(spec), paths_(std::move(paths)), labels_(std::move(labels)) {}
+  ImageFolderSourceImpl(const ImageFolderSource& spec, std::string root,
+                        std::vector<std::string> paths, std::vector<uint32_t> labels)
+      : spec_(spec), root_(std::move(root)), paths_(std::move(paths)), labels_(std::move(labels)) {}
 
   Result<std::vector<Split>> splits() override {
-    return global_splits(paths_.size(), spec_.split_size);
+    return global_splits(paths_.size(), spec_.split_size, root_);
   }
   Result<std::unique_ptr<RecordCursor>> open(const Split& split) override {
     if (split.begin > split.end || split.end > paths_.size()) {
@@ -525,6 +525,7 @@ class ImageFolderSourceImpl final : public Source {
 
  private:
   ImageFolderSource spec_;
+  std::string root_;
   std::vector<std::string> paths_;
   std::vector<uint32_t> labels_;
 };
@@ -563,6 +564,7 @@ Result<std::unique_ptr<Source>> make_idx_source(const IdxSource& spec,
           fmt::format("{}: expected {} labels in one dimension", labels, h.dims[0]));
     }
   }
+  STOKER_RETURN_IF_ERROR(check_split_count(h.dims[0], spec.split_size, images));
   return std::unique_ptr<Source>(
       std::make_unique<IdxSourceImpl>(spec, images, labels, std::move(h)));
 }
@@ -600,8 +602,9 @@ Result<std::unique_ptr<Source>> make_image_folder_source(const ImageFolderSource
   if (paths.empty()) {
     return not_found(fmt::format("no images under {} (expected {}/<class>/<image>)", root, root));
   }
+  STOKER_RETURN_IF_ERROR(check_split_count(paths.size(), spec.split_size, root));
   return std::unique_ptr<Source>(
-      std::make_unique<ImageFolderSourceImpl>(spec, std::move(paths), std::move(labels)));
+      std::make_unique<ImageFolderSourceImpl>(spec, root, std::move(paths), std::move(labels)));
 }
 
 }  // namespace stoker::pipeline

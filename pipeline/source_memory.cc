@@ -14,17 +14,10 @@
 namespace stoker::pipeline {
 namespace {
 
-// Splits of a generated source must fit Split::shard (one virtual shard each).
-Status check_split_count(uint64_t count, uint64_t split_size, std::string_view what) {
-  const uint64_t splits = (count + split_size - 1) / split_size;
-  if (splits > (uint64_t{1} << 31)) {
-    return invalid_argument(
-        fmt::format("{}: {} elements in splits of {} make {} splits, more than "
-                    "2^31: raise split_size",
-                    what, count, split_size, splits));
-  }
-  return Status::ok();
-}
+// The sources as split errors name them.
+constexpr std::string_view kRangeWhat = "source (range)";
+constexpr std::string_view kSyntheticImagesWhat = "source (synthetic_images)";
+constexpr std::string_view kSyntheticTokensWhat = "source (synthetic_tokens)";
 
 // Visits the records of a split whose begin/end are global indices.
 class IndexCursor : public RecordCursor {
@@ -68,7 +61,7 @@ class RangeSourceImpl final : public Source {
  public:
   explicit RangeSourceImpl(const RangeSource& spec) : spec_(spec) {}
   Result<std::vector<Split>> splits() override {
-    return global_splits(spec_.count, spec_.split_size);
+    return global_splits(spec_.count, spec_.split_size, kRangeWhat);
   }
   Result<std::unique_ptr<RecordCursor>> open(const Split& split) override {
     if (split.end > spec_.count || split.begin > split.end) {
@@ -114,7 +107,7 @@ class SyntheticImagesSourceImpl final : public Source {
  public:
   explicit SyntheticImagesSourceImpl(const SyntheticImagesSource& spec) : spec_(spec) {}
   Result<std::vector<Split>> splits() override {
-    return global_splits(spec_.count, spec_.split_size);
+    return global_splits(spec_.count, spec_.split_size, kSyntheticImagesWhat);
   }
   Result<std::unique_ptr<RecordCursor>> open(const Split& split) override {
     if (split.end > spec_.count || split.begin > split.end) {
@@ -200,7 +193,7 @@ class SyntheticTokensSourceImpl final : public Source {
  public:
   explicit SyntheticTokensSourceImpl(const SyntheticTokensSource& spec) : spec_(spec) {}
   Result<std::vector<Split>> splits() override {
-    return global_splits(spec_.count, spec_.split_size);
+    return global_splits(spec_.count, spec_.split_size, kSyntheticTokensWhat);
   }
   Result<std::unique_ptr<RecordCursor>> open(const Split& split) override {
     if (split.end > spec_.count || split.begin > split.end) {
@@ -222,19 +215,17 @@ class SyntheticTokensSourceImpl final : public Source {
 }  // namespace
 
 Result<std::unique_ptr<Source>> make_range_source(const RangeSource& spec) {
-  STOKER_RETURN_IF_ERROR(check_split_count(spec.count, spec.split_size, "source (range)"));
+  STOKER_RETURN_IF_ERROR(check_split_count(spec.count, spec.split_size, kRangeWhat));
   return std::unique_ptr<Source>(std::make_unique<RangeSourceImpl>(spec));
 }
 
 Result<std::unique_ptr<Source>> make_synthetic_images_source(const SyntheticImagesSource& spec) {
-  STOKER_RETURN_IF_ERROR(
-      check_split_count(spec.count, spec.split_size, "source (synthetic_images)"));
+  STOKER_RETURN_IF_ERROR(check_split_count(spec.count, spec.split_size, kSyntheticImagesWhat));
   return std::unique_ptr<Source>(std::make_unique<SyntheticImagesSourceImpl>(spec));
 }
 
 Result<std::unique_ptr<Source>> make_synthetic_tokens_source(const SyntheticTokensSource& spec) {
-  STOKER_RETURN_IF_ERROR(
-      check_split_count(spec.count, spec.split_size, "source (synthetic_tokens)"));
+  STOKER_RETURN_IF_ERROR(check_split_count(spec.count, spec.split_size, kSyntheticTokensWhat));
   return std::unique_ptr<Source>(std::make_unique<SyntheticTokensSourceImpl>(spec));
 }
 

@@ -3,11 +3,14 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <optional>
+
 namespace stoker::pipeline {
 
 uint64_t Split::record_count() const {
-  if (stride == 0 || begin + phase >= end) return 0;
-  return (end - begin - phase + stride - 1) / stride;
+  if (stride == 0 || begin >= end || phase >= end - begin) return 0;
+  return split_count(end - begin - phase, stride);
 }
 
 std::string Split::to_string() const {
@@ -67,30 +70,57 @@ std::vector<Split> static_shard(std::span<const Split> splits, ShardingMode mode
   return out;
 }
 
-void append_splits(uint32_t shard, uint64_t count, uint64_t split_size, std::vector<Split>& out) {
-  if (count == 0) return;
+uint64_t split_count(uint64_t count, uint64_t split_size) {
+  if (split_size == 0) return count > 0 ? 1 : 0;
+  return count / split_size + (count % split_size != 0 ? 1 : 0);
+}
+
+Status check_split_count(uint64_t count, uint64_t split_size, std::string_view what,
+                         uint64_t before) {
+  const uint64_t n = split_count(count, split_size);
+  if (n <= kMaxSplits && before <= kMaxSplits - n) return Status::ok();
+  const std::string total =
+      before == 0 ? "" : fmt::format(" ({} with the shards before it)", before + n);
+  return invalid_argument(
+      fmt::format("{}: {} records in splits of {} make {} splits{}, more than the {} a job can "
+                  "hold: raise split_size",
+                  what, count, split_size, n, total, kMaxSplits));
+}
+
+namespace {
+
+// Records [0, count) in splits of split_size (0: one split), each of `shard`
+// or, without one, its own virtual shard (its id). Never steps past count,
+// so no overflow.
+void cut(uint64_t count, uint64_t split_size, std::optional<uint32_t> shard,
+         std::vector<Split>& out) {
   if (split_size == 0) split_size = count;
-  for (uint64_t begin = 0; begin < count; begin += split_size) {
+  for (uint64_t begin = 0; begin < count;) {
     Split s;
     s.id = out.size();
-    s.shard = shard;
+    s.shard = shard ? *shard : static_cast<uint32_t>(s.id);  // kMaxSplits < 2^32
     s.begin = begin;
-    s.end = std::min(begin + split_size, count);
+    s.end = begin + std::min(split_size, count - begin);
+    begin = s.end;
     out.push_back(s);
   }
 }
 
-std::vector<Split> global_splits(uint64_t count, uint64_t split_size) {
+}  // namespace
+
+Status append_splits(uint32_t shard, uint64_t count, uint64_t split_size, std::string_view what,
+                     std::vector<Split>& out) {
+  STOKER_RETURN_IF_ERROR(check_split_count(count, split_size, what, out.size()));
+  cut(count, split_size, shard, out);
+  return Status::ok();
+}
+
+Result<std::vector<Split>> global_splits(uint64_t count, uint64_t split_size,
+                                         std::string_view what) {
+  STOKER_RETURN_IF_ERROR(check_split_count(count, split_size, what));
   std::vector<Split> out;
-  if (split_size == 0) split_size = count;
-  for (uint64_t begin = 0; begin < count; begin += split_size) {
-    Split s;
-    s.id = out.size();
-    s.shard = static_cast<uint32_t>(out.size());
-    s.begin = begin;
-    s.end = std::min(begin + split_size, count);
-    out.push_back(s);
-  }
+  out.reserve(split_count(count, split_size));
+  cut(count, split_size, std::nullopt, out);
   return out;
 }
 

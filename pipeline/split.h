@@ -51,14 +51,34 @@ Result<ShardingMode> parse_sharding_mode(
 std::vector<Split> static_shard(std::span<const Split> splits, ShardingMode mode, uint32_t index,
                                 uint32_t count);
 
-// Cuts records [0, count) of `shard` into splits of at most `split_size`
-// records (`split_size` 0: one split), appending to `out` with consecutive ids.
-void append_splits(uint32_t shard, uint64_t count, uint64_t split_size, std::vector<Split>& out);
+// The most splits a source may make. The coordinator keeps every split of a
+// job in memory and journals them all in the job's creation record, which
+// holds at most 64 MiB (coordinator/journal.h); a split takes at most 35
+// bytes there, so 2^20 of them fit with room for the rest of the record.
+inline constexpr uint64_t kMaxSplits = uint64_t{1} << 20;
+
+// How many splits records [0, count) make in splits of `split_size` (0: one
+// split). Exact for every count (no rounding-up overflow near 2^64).
+uint64_t split_count(uint64_t count, uint64_t split_size);
+
+// OK when records [0, count) in splits of `split_size`, after `before` splits
+// already made (of other shards), keep the total within kMaxSplits; else
+// invalid_argument naming `what` (the source or shard) and the numbers.
+Status check_split_count(uint64_t count, uint64_t split_size, std::string_view what,
+                         uint64_t before = 0);
+
+// Cuts records [0, count) of `shard` (named `what` in errors) into splits of
+// at most `split_size` records (`split_size` 0: one split), appending to
+// `out` with consecutive ids; fails, appending nothing, when `out` would
+// hold more than kMaxSplits.
+Status append_splits(uint32_t shard, uint64_t count, uint64_t split_size, std::string_view what,
+                     std::vector<Split>& out);
 
 // For sources whose records are numbered globally (range, IDX, image folders,
 // synthetic): records [0, count) cut into splits of `split_size`; split k is
 // its own virtual shard k, and begin/end are global record indices, so FILE
-// sharding spreads the splits round-robin.
-std::vector<Split> global_splits(uint64_t count, uint64_t split_size);
+// sharding spreads the splits round-robin. Fails beyond kMaxSplits splits.
+Result<std::vector<Split>> global_splits(uint64_t count, uint64_t split_size,
+                                         std::string_view what);
 
 }  // namespace stoker::pipeline

@@ -126,13 +126,33 @@ TarReader::Step TarReader::next(TarMember& member, RecordProblem& problem) {
   member.header_offset = start_ + static_cast<uint64_t>(archive_read_header_position(archive_));
   member.regular = archive_entry_filetype(entry) == AE_IFREG;
   member_size_ = member.size;
+  member_offset_ = member.header_offset;
   return Step::kMember;
 }
 
 TarReader::Step TarReader::read_data(std::string& out, RecordProblem& problem) {
-  out.resize(member_size_);
-  size_t done = 0;
-  while (done < out.size()) {
+  // The size is the header's claim: pax and GNU headers can set any "real
+  // size" (GNU.sparse.size, SCHILY.realsize), and libarchive fills sparse
+  // holes with zeros. Refuse what no member of this file can hold, and grow
+  // the buffer only as data arrives.
+  const uint64_t left = io_.size - std::min(member_offset_, io_.size);
+  if (member_size_ > left || member_size_ > kMaxRecordBytes) {
+    problem = {BadRecordReason::kMalformedRecord,
+               member_size_ > left
+                   ? fmt::format("the header claims {} bytes of data, more than the {} left in "
+                                 "the file",
+                                 member_size_, left)
+                   : fmt::format("the header claims {} bytes of data, more than the {} a record "
+                                 "may have",
+                                 member_size_, kMaxRecordBytes)};
+    return Step::kProblem;
+  }
+  constexpr size_t kChunk = size_t{1} << 20;
+  const auto size = static_cast<size_t>(member_size_);
+  out.clear();
+  while (out.size() < size) {
+    const size_t done = out.size();
+    out.resize(done + std::min(kChunk, size - done));
     const la_ssize_t n = archive_read_data(archive_, out.data() + done, out.size() - done);
     if (n < 0) {
       problem = classify("reading member data");
@@ -140,10 +160,10 @@ TarReader::Step TarReader::read_data(std::string& out, RecordProblem& problem) {
     }
     if (n == 0) {
       problem = {BadRecordReason::kTruncated,
-                 fmt::format("reading member data: {} of {} bytes", done, out.size())};
+                 fmt::format("reading member data: {} of {} bytes", done, size)};
       return Step::kProblem;
     }
-    done += static_cast<size_t>(n);
+    out.resize(done + static_cast<size_t>(n));
   }
   return Step::kMember;
 }

@@ -46,7 +46,8 @@ class TarReader {
   // The next member (skipping the previous one's unread data); on kProblem,
   // `problem` says what is wrong.
   Step next(TarMember& member, RecordProblem& problem);
-  // The data of the member next() returned.
+  // The data of the member next() returned. A size claimed beyond
+  // kMaxRecordBytes or the rest of the file is a malformed member.
   Step read_data(std::string& out, RecordProblem& problem);
   const std::string& path() const { return path_; }
 
@@ -65,7 +66,8 @@ class TarReader {
   RecordProblem classify(std::string_view what) const;
   std::string path_;
   uint64_t start_ = 0;
-  uint64_t member_size_ = 0;
+  uint64_t member_size_ = 0;    // as the header says: a claim, not a fact
+  uint64_t member_offset_ = 0;  // of its header, in the file
   std::optional<RecordProblem> open_problem_;
   Io io_;
   struct archive* archive_ = nullptr;

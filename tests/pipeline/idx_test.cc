@@ -161,5 +161,81 @@ TEST(IdxSource, LabelsOutOfRangeAndMismatchedFiles) {
   EXPECT_NE(j.status().message().find("not an IDX file"), std::string::npos);
 }
 
+TEST(IdxSource, AHeaderPromisingMoreThanTheFileHoldsCostsOnlyWhatIsThere) {
+  if (testing::kAddressSanitizer) GTEST_SKIP() << "address-space limits do not work under ASan";
+  TempDir dir;
+  // 16 bytes: a header claiming 2^32-1 items of 2x2 (16 GiB), and no data.
+  const std::string path = dir.file("liar-idx3-ubyte");
+  ASSERT_TRUE(write_idx(path, {0xffffffffu, 2, 2}, "").is_ok());
+  ASSERT_EQ(testing::read_file(path).size(), 16u);
+  // Reading it must not allocate what the header promises.
+  EXPECT_EQ(testing::run_with_memory_limit(
+                uint64_t{1} << 30,
+                [&] {
+                  auto f = read_idx(path);
+                  if (!f.is_ok()) return false;
+                  return f->data.empty() && f->damage &&
+                         f->damage->reason == BadRecordReason::kTruncated &&
+                         f->damage->detail.find("0 of 17179869180 bytes") != std::string::npos;
+                }),
+            "ok");
+  // Through a pipeline: the first record is truncated, precisely.
+  EXPECT_EQ(testing::run_with_memory_limit(
+                uint64_t{1} << 30,
+                [&] {
+                  auto p = testing::make_pipeline(fmt::format(
+                      R"({{"source": {{"type": "idx", "images": "{}", "split_size": {}}},
+                      "batch": {{"size": 8}}, "bad_records": "fail"}})",
+                      path, uint64_t{1} << 22));
+                  if (!p) return false;
+                  testing::CollectingSink sink;
+                  std::atomic<bool> cancel{false};
+                  const Status st = p->run_split((*p->splits())[0], 0, sink.sink(), cancel);
+                  const bool ok =
+                      st.code() == StatusCode::kDataLoss &&
+                      st.message().find(path + " at byte 16: truncated") != std::string::npos;
+                  if (!ok) std::fprintf(stderr, "%s\n", st.to_string().c_str());
+                  return ok;
+                }),
+            "ok");
+}
+
+TEST(IdxSource, DimensionsWhoseProductOverflowsAreRefused) {
+  TempDir dir;
+  // (2^32-1)^3 wraps to about 12 GiB in uint64; an item of (2^32-1)^2 bytes
+  // alone is far beyond any file; a zero count must not hide that.
+  const std::vector<std::vector<uint32_t>> headers = {
+      {0xffffffffu, 0xffffffffu, 0xffffffffu},
+      {0, 0xffffffffu, 0xffffffffu, 0xffffffffu},
+      {1, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu,
+       0xffffffffu},
+      {2, 3, 0},  // items of no bytes
+  };
+  for (size_t i = 0; i < headers.size(); ++i) {
+    const std::string path = dir.file(fmt::format("h{}", i));
+    ASSERT_TRUE(write_idx(path, headers[i], "").is_ok());
+    auto h = read_idx_header(path);
+    ASSERT_FALSE(h.is_ok()) << i;
+    EXPECT_EQ(h.status().code(), StatusCode::kDataLoss) << i;
+    EXPECT_NE(h.status().message().find("IDX dimensions ["), std::string::npos)
+        << h.status().message();
+    EXPECT_FALSE(read_idx(path).is_ok()) << i;
+  }
+  // Within the limit but more splits than a job can hold.
+  const std::string many = dir.file("many");
+  ASSERT_TRUE(write_idx(many, {0xffffffffu, 2, 2}, "").is_ok());
+  auto spec = parse_pipeline_spec(fmt::format(
+      R"({{"source": {{"type": "idx", "images": "{}", "split_size": 1}}, "batch": {{"size": 8}}}})",
+      many));
+  ASSERT_TRUE(spec.is_ok());
+  auto p = Pipeline::create(*spec);
+  ASSERT_FALSE(p.is_ok());
+  EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(p.status().message().find(many + ": 4294967295 records in splits of 1 make "
+                                             "4294967295 splits, more than the 1048576"),
+            std::string::npos)
+      << p.status().message();
+}
+
 }  // namespace
 }  // namespace stoker::pipeline

@@ -6,12 +6,15 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -163,6 +166,62 @@ inline CommandResult run_command(const std::string& command) {
   const int status = pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// AddressSanitizer reserves terabytes of address space, so address-space
+// limits cannot be tested under it.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kAddressSanitizer = true;
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+#else
+inline constexpr bool kAddressSanitizer = false;
+#endif
+
+// Runs `body` in a forked child whose address space may grow by at most
+// `extra_bytes`, so that an allocation a lying header asks for fails there
+// (std::bad_alloc) instead of exhausting the machine. Returns "ok" when
+// `body` returned true, else what happened. Callers skip under
+// AddressSanitizer.
+inline std::string run_with_memory_limit(uint64_t extra_bytes, const std::function<bool()>& body) {
+  const pid_t pid = ::fork();
+  if (pid < 0) return "fork failed";
+  if (pid == 0) {
+    // The current size from /proc/self/statm (pages), plus the allowance.
+    unsigned long pages = 0;  // NOLINT(runtime/int): fscanf's %lu
+    if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%lu", &pages) != 1) pages = 0;
+      std::fclose(f);
+    }
+    const uint64_t limit =
+        uint64_t{pages} * static_cast<uint64_t>(::sysconf(_SC_PAGESIZE)) + extra_bytes;
+    const rlimit rl{limit, limit};
+    if (::setrlimit(RLIMIT_AS, &rl) != 0) std::_Exit(3);
+    // Never back into gtest: the child must not go on to run other tests.
+    try {
+      std::_Exit(body() ? 0 : 1);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "threw: %s\n", e.what());
+    }
+    std::_Exit(2);
+  }
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return "waitpid failed";
+  if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
+  switch (WEXITSTATUS(status)) {
+    case 0:
+      return "ok";
+    case 2:
+      return "threw an exception";
+    case 3:
+      return "setrlimit failed";
+    default:
+      return "the check failed";
+  }
 }
 
 inline std::string python() { return STOKER_REFERENCE_PYTHON; }

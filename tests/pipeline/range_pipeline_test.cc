@@ -9,6 +9,7 @@
 #include <deque>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "pipeline/range_payload.h"
 #include "pipeline_test_util.h"
@@ -302,6 +303,97 @@ TEST(RangePipeline, SplitOutsideTheRangeIsRejected) {
   std::atomic<bool> cancel{false};
   Split bogus{.id = 99, .shard = 0, .begin = 90, .end = 200};
   EXPECT_EQ(p->run_split(bogus, 0, sink.sink(), cancel).code(), StatusCode::kInvalidArgument);
+}
+
+// Pipeline::create's error for `json`, or OK when it succeeds.
+Status create_status(const std::string& json) {
+  auto spec = parse_pipeline_spec(json);
+  if (!spec.is_ok()) return spec.status();
+  auto p = Pipeline::create(*spec);
+  return p.is_ok() ? Status::ok() : p.status();
+}
+
+TEST(RangePipeline, MoreSplitsThanAJobCanHoldAreRefused) {
+  constexpr uint64_t kMax = ~uint64_t{0};
+  for (const auto& [count, split_size, splits] :
+       {std::tuple{kMax, uint64_t{2}, std::string("9223372036854775808")},
+        std::tuple{uint64_t{1} << 30, uint64_t{1}, std::string("1073741824")},
+        std::tuple{kMax, uint64_t{1}, std::string("18446744073709551615")},
+        std::tuple{(uint64_t{1} << 20) + 1, uint64_t{1}, std::string("1048577")}}) {
+    const Status st = create_status(range_spec(count, split_size, 32, 0));
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << count;
+    EXPECT_NE(st.message().find(fmt::format("source (range): {} records in splits of {} make {} "
+                                            "splits, more than the 1048576 a job can hold",
+                                            count, split_size, splits)),
+              std::string::npos)
+        << st.message();
+  }
+  // Synthetic sources too.
+  const Status tokens = create_status(
+      R"({"source": {"type": "synthetic_tokens", "count": 18446744073709551615, "split_size": 3},
+          "ops": [{"op": "truncate", "max_length": 8}], "batch": {"size": 4}})");
+  EXPECT_EQ(tokens.code(), StatusCode::kInvalidArgument) << tokens.message();
+  // Huge splits near 2^64: exact counts, no wrap while cutting them.
+  auto p = make_pipeline(range_spec(kMax, uint64_t{1} << 63, 32, 0));
+  ASSERT_TRUE(p);
+  auto splits = p->splits();
+  ASSERT_TRUE(splits.is_ok()) << splits.status().to_string();
+  ASSERT_EQ(splits->size(), 2u);
+  EXPECT_EQ((*splits)[0].end, uint64_t{1} << 63);
+  EXPECT_EQ((*splits)[1].begin, uint64_t{1} << 63);
+  EXPECT_EQ((*splits)[1].end, kMax);
+  EXPECT_EQ((*splits)[1].record_count(), (uint64_t{1} << 63) - 1);
+  // Exactly the limit is fine.
+  auto q = make_pipeline(range_spec(uint64_t{1} << 20, 1, 32, 0));
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->splits()->size(), uint64_t{1} << 20);
+}
+
+TEST(RangePipeline, SplitRecordCountsDoNotWrapNear2To64) {
+  const Split whole{.begin = 0, .end = ~uint64_t{0}, .stride = 2, .phase = 0};
+  EXPECT_EQ(whole.record_count(), uint64_t{1} << 63);
+  const Split odd{.begin = 0, .end = ~uint64_t{0}, .stride = 2, .phase = 1};
+  EXPECT_EQ(odd.record_count(), (uint64_t{1} << 63) - 1);
+  const Split past{.begin = ~uint64_t{0} - 1, .end = ~uint64_t{0}, .stride = 3, .phase = 2};
+  EXPECT_EQ(past.record_count(), 0u);
+  EXPECT_EQ(split_count(~uint64_t{0}, 2), uint64_t{1} << 63);
+  EXPECT_EQ(split_count(~uint64_t{0}, 0), 1u);
+  EXPECT_EQ(split_count(0, 0), 0u);
+}
+
+TEST(RangePipeline, DropRemainderWithSplitsSmallerThanABatchIsRefused) {
+  const auto spec = [](uint64_t count, uint64_t split_size, bool drop) {
+    return fmt::format(
+        R"({{"source": {{"type": "range", "count": {}, "split_size": {}}},
+            "batch": {{"size": 256, "drop_remainder": {}}}}})",
+        count, split_size, drop);
+  };
+  // docs/pipelines.md's old first example: splits of 250, batches of 256.
+  const Status st = create_status(spec(10000, 250, true));
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("batch.drop_remainder: splits hold at most 250 records "
+                              "(source.split_size) and batches of 256 never span splits"),
+            std::string::npos)
+      << st.message();
+  // A count below the batch size says so.
+  const Status small = create_status(spec(100, 1000, true));
+  EXPECT_NE(small.message().find("at most 100 records (source.count)"), std::string::npos)
+      << small.message();
+  EXPECT_TRUE(create_status(spec(10000, 250, false)).is_ok());
+  EXPECT_TRUE(create_status(spec(10000, 256, true)).is_ok());
+  // Buckets: refused only when no bucket's batch can fill.
+  const auto text = [](uint64_t split_size) {
+    return fmt::format(
+        R"({{"source": {{"type": "synthetic_tokens", "count": 100, "split_size": {}}},
+            "ops": [{{"op": "truncate", "max_length": 64}}],
+            "batch": {{"bucket": {{"boundaries": [16], "sizes": [32, 8]}},
+                       "drop_remainder": true}}}})",
+        split_size);
+  };
+  const Status buckets = create_status(text(7));
+  EXPECT_NE(buckets.message().find("batches of at least 8"), std::string::npos)
+      << buckets.message();
+  EXPECT_TRUE(create_status(text(8)).is_ok());
 }
 
 TEST(SendBuffer, ReleasesOnceWhenDestroyedOrReset) {

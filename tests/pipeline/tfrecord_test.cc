@@ -319,6 +319,50 @@ TEST(TFRecordSource, MissingFilesAreErrorsNotEmptyDatasets) {
   EXPECT_NE(p.status().message().find("nothing-*.tfrecord"), std::string::npos);
 }
 
+TEST(TFRecordSource, GlobsNeverMatchIndexFilesOrTheirTemporaries) {
+  TempDir dir;
+  // A crash between writing an index's temporary file and renaming it leaves
+  // <shard>.stoker-index.tmp-XXXXXXXX behind; it must not become a shard.
+  for (const char* name : {"a.tfrecord", "a.tfrecord.stoker-index",
+                           "a.tfrecord.stoker-index.tmp-0000abcd", "b.stoker-index.tmp-1"}) {
+    testing::write_file(dir.file(name), "x");
+  }
+  auto files = resolve_files({dir.file("*")}, "");
+  ASSERT_TRUE(files.is_ok()) << files.status().to_string();
+  EXPECT_EQ(*files, (std::vector<std::string>{dir.file("a.tfrecord")}));
+  // Only temporaries match: nothing does.
+  auto none = resolve_files({dir.file("*.tmp-*")}, "");
+  EXPECT_EQ(none.status().code(), StatusCode::kNotFound);
+  // A directory whose name has the marker does not hide its shards.
+  std::filesystem::create_directories(dir.file("x.stoker-index.d"));
+  testing::write_file(dir.file("x.stoker-index.d/c.tfrecord"), "x");
+  auto nested = resolve_files({dir.file("x.stoker-index.d/*")}, "");
+  ASSERT_TRUE(nested.is_ok()) << nested.status().to_string();
+  EXPECT_EQ(nested->size(), 1u);
+}
+
+TEST(TFRecordSource, MoreSplitsThanAJobCanHoldAreRefused) {
+  TempDir dir;
+  // 2^20 + 1 empty records (16 bytes each): one split each is one too many.
+  std::string bytes;
+  for (uint64_t i = 0; i <= kMaxSplits; ++i) append_tfrecord(bytes, "");
+  testing::write_file(dir.file("many.tfrecord"), bytes);
+  auto p = testing::make_pipeline(image_spec(dir.file("many.tfrecord"), 1, 4));
+  ASSERT_TRUE(p);
+  auto splits = p->splits();
+  ASSERT_FALSE(splits.is_ok());
+  EXPECT_EQ(splits.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(splits.status().message().find(dir.file("many.tfrecord") +
+                                           ": 1048577 records in splits of 1 make 1048577 splits, "
+                                           "more than the 1048576 a job can hold"),
+            std::string::npos)
+      << splits.status().message();
+  // Larger splits of the same shard are fine.
+  auto q = testing::make_pipeline(image_spec(dir.file("many.tfrecord"), 1024, 4));
+  ASSERT_TRUE(q);
+  EXPECT_EQ(q->splits()->size(), 1025u);
+}
+
 TEST(TFRecordSource, RelativePathsResolveAgainstTheBaseDir) {
   TempDir dir;
   write_images(dir.file("rel.tfrecord"), 3, 0);

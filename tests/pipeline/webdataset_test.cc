@@ -159,6 +159,51 @@ TEST(WebDatasetSource, BadSamplesAreCountedPerReason) {
   EXPECT_NE(st.message().find("sample 's1' has no .cls member"), std::string::npos) << st.message();
 }
 
+TEST(WebDatasetSource, AMemberClaimingAHugeSizeIsAMalformedRecord) {
+  TempDir dir;
+  for (int i = 0; i < 4; ++i)
+    testing::write_file(dir.file(fmt::format("{}.png", i)), png(static_cast<uint64_t>(i)));
+  // pax "real sizes" set the member's logical size freely: 2^40 bytes for a
+  // member with a few hundred bytes of data. Sample 3 claims 1 MiB, past the
+  // end of the file but not absurd.
+  const std::string script = fmt::format(R"(
+import io, os, tarfile
+with tarfile.open("{0}/huge.tar", "w", format=tarfile.PAX_FORMAT) as tar:
+    for i, claim in ((0, None), (1, ("GNU.sparse.size", str(1 << 40))),
+                     (2, ("SCHILY.realsize", str(1 << 40))), (3, ("GNU.sparse.size", str(1 << 20)))):
+        for name, data in ((f"s{{i}}.png", open(f"{0}/{{i}}.png", "rb").read()),
+                           (f"s{{i}}.cls", str(i).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if claim and name.endswith(".png"):
+                info.pax_headers = dict([claim])
+            tar.addfile(info, io.BytesIO(data))
+)",
+                                         dir.path());
+  testing::write_file(dir.file("make_tar.py"), script);
+  const auto r = testing::run_command(testing::python() + " " + dir.file("make_tar.py"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+
+  auto p = testing::make_pipeline(spec(dir.file("huge.tar"), 2));
+  ASSERT_TRUE(p);
+  const auto splits = *p->splits();
+  EXPECT_EQ(all_labels(*p, splits), (std::vector<int32_t>{0}));
+  EXPECT_EQ(p->bad_records()[BadRecordReason::kMalformedRecord], 3u);
+  EXPECT_EQ(p->bad_records().total(), 3u);
+
+  // Fail policy: the error names the claim.
+  auto q = testing::make_pipeline(spec(dir.file("huge.tar"), 0),
+                                  PipelineOptions{.bad_records = BadRecordPolicy::kFail});
+  testing::CollectingSink sink;
+  std::atomic<bool> cancel{false};
+  Status st = q->run_split((*q->splits())[0], 0, sink.sink(), cancel);
+  EXPECT_EQ(st.code(), StatusCode::kDataLoss);
+  EXPECT_NE(st.message().find("malformed_record: the header claims 1099511627776 bytes of data, "
+                              "more than the "),
+            std::string::npos)
+      << st.message();
+}
+
 TEST(WebDatasetSource, RandomCorruptionNeverCrashes) {
   TempDir dir;
   auto w = TarWriter::create(dir.file("good.tar"));

@@ -190,13 +190,22 @@ void ReceiverCore::run() {
   }
   // Stop accepting first (closing endpoints progresses the worker, and a
   // sender connecting meanwhile would be accepted after the loop), then close
-  // every endpoint on this thread: UCX objects are single-threaded.
+  // every endpoint on this thread: UCX objects are single-threaded. Requests
+  // handed to other shards and not accepted there yet refer to our listener:
+  // they are rejected while it still exists.
+  for (uint32_t k = 1; listener_ && k < placement_.shard_count; ++k) {
+    ReceiverCore& shard = *placement_.siblings[k];
+    for (ucp_conn_request_h request : shard.close_adoption()) {
+      shard.load_.fetch_sub(1);
+      listener_->reject(request);
+    }
+  }
   listener_.reset();
   {
     std::lock_guard lock(adopt_mu_);
     adoption_closed_ = true;
   }
-  accept_adopted();  // handed over before we closed: accepted, then closed below
+  accept_adopted();  // handed over while shard 0 still listened: accepted, then closed below
   while (!senders_.empty()) {
     for (auto& sender : senders_) retired_.push_back(std::move(sender));
     senders_.clear();
@@ -253,13 +262,17 @@ bool ReceiverCore::adopt(ucp_conn_request_h request) {
 }
 
 void ReceiverCore::accept_adopted() {
-  std::vector<ucp_conn_request_h> requests;
-  {
-    std::lock_guard lock(adopt_mu_);
-    requests.swap(adopted_);
-    has_adopted_.store(false, std::memory_order_relaxed);
-  }
-  for (ucp_conn_request_h request : requests) accept(request);
+  std::lock_guard lock(adopt_mu_);  // see close_adoption()
+  has_adopted_.store(false, std::memory_order_relaxed);
+  for (ucp_conn_request_h request : adopted_) accept(request);
+  adopted_.clear();
+}
+
+std::vector<ucp_conn_request_h> ReceiverCore::close_adoption() {
+  std::lock_guard lock(adopt_mu_);
+  adoption_closed_ = true;
+  has_adopted_.store(false, std::memory_order_relaxed);
+  return std::exchange(adopted_, {});
 }
 
 void ReceiverCore::accept(ucp_conn_request_h request) {

@@ -107,6 +107,10 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // once this shard no longer takes them (the caller rejects the request).
   bool adopt(ucp_conn_request_h request);
   void accept_adopted();
+  // Shard 0, before its listener goes: this shard takes no more requests,
+  // and those it has not accepted yet come back (they refer to the listener).
+  // Waits for an accept in progress here, which uses the listener too.
+  std::vector<ucp_conn_request_h> close_adoption();
   void hand_out(ucp_conn_request_h request);  // shard 0: to the least busy shard
 
   // UCX callbacks (progress thread).
@@ -187,7 +191,8 @@ class ReceiverCore : public std::enable_shared_from_this<ReceiverCore> {
   // included: while any is, a data-endpoint handshake may be in flight.
   uint32_t welcomed_not_attached_ = 0;
 
-  // Shard 0 -> this shard: connection requests to accept here.
+  // Shard 0 -> this shard: connection requests to accept here. Held while
+  // they are accepted: shard 0 must not destroy its listener meanwhile.
   std::mutex adopt_mu_;
   std::vector<ucp_conn_request_h> adopted_;
   bool adoption_closed_ = false;  // under adopt_mu_

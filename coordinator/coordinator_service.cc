@@ -179,7 +179,16 @@ Status Coordinator::Service::start() {
 Status Coordinator::Service::commit(const JournalRecord& record) {
   std::string bytes;
   if (!record.SerializeToString(&bytes)) return internal_error("serializing a journal record");
-  STOKER_RETURN_IF_ERROR(journal_->append(std::as_bytes(std::span(bytes))));
+  if (Status st = journal_->append(std::as_bytes(std::span(bytes))); !st.is_ok()) {
+    // A failed append was cut off again: nothing changed, and the request
+    // fails (a retry may succeed once there is space). A journal that could
+    // not be cut off takes no more records: stop (docs/architecture.md, "Errors").
+    if (!journal_->usable()) {
+      spdlog::critical("coordinator: the journal cannot be written: {}", st.to_string());
+      std::abort();
+    }
+    return st;
+  }
   switch (record.change_case()) {
     case JournalRecord::kJobCreated:
     case JournalRecord::kJobFailed:

@@ -181,6 +181,7 @@ Status CoordinatorState::apply_worker_removed(const WorkerRemoved& r) {
         for (auto& [split, unit] : lane.units) {
           if (unit.state != SplitUnit::State::kAssigned || unit.worker != w->id) continue;
           --it.units_assigned;
+          forget_request(j, unit, {index, lane_id, split});
           if (redeliver) {
             unit = SplitUnit{};
             lane.pending.push_front(split);
@@ -310,11 +311,17 @@ Status CoordinatorState::apply_split_assigned(const SplitAssigned& r) {
   }
   unit->second = {SplitUnit::State::kAssigned, r.worker_id(), r.request_id()};
   ++it->units_assigned;
-  if (WorkerRecord* w = worker(r.worker_id())) {
-    w->last_assignment[r.job_id()] = {r.request_id(), r.iteration(), r.lane(), r.split_id()};
+  if (r.request_id() != 0) {
+    job(r.job_id())->requests[{r.worker_id(), r.request_id()}] = {r.iteration(), r.lane(),
+                                                                  r.split_id()};
   }
   it->participants.insert(r.worker_id());
   return Status::ok();
+}
+
+void CoordinatorState::forget_request(Job& job, const SplitUnit& unit, const UnitRef& ref) {
+  auto request = job.requests.find({unit.worker, unit.request_id});
+  if (request != job.requests.end() && request->second == ref) job.requests.erase(request);
 }
 
 Status CoordinatorState::apply_split_done(const SplitDone& r) {
@@ -322,7 +329,17 @@ Status CoordinatorState::apply_split_done(const SplitDone& r) {
   auto [it, lane] = where;
   auto unit = lane->units.find(r.split_id());
   if (unit == lane->units.end()) return internal_error("done: unknown split");
-  if (unit->second.state == SplitUnit::State::kAssigned) --it->units_assigned;
+  if (unit->second.state == SplitUnit::State::kAssigned) {
+    --it->units_assigned;
+    forget_request(*job(r.job_id()), unit->second, {r.iteration(), r.lane(), r.split_id()});
+    // A worker that already reported the iteration got this unit since (a
+    // redelivered one): its report lacks the unit's batches, and it sends a
+    // new one once they are delivered. Until then the old count must not
+    // complete the iteration, or readers would end the epoch without them.
+    // (Not at assignment: a unit requeued because it never reached the worker
+    // leaves its report standing, and the worker will not report again.)
+    it->reported.erase(unit->second.worker);
+  }
   if (unit->second.state == SplitUnit::State::kLost) --it->units_lost;
   if (unit->second.state == SplitUnit::State::kPending) std::erase(lane->pending, r.split_id());
   if (unit->second.state != SplitUnit::State::kDone) ++it->units_done;
@@ -338,9 +355,29 @@ Status CoordinatorState::apply_split_requeued(const SplitRequeued& r) {
   if (unit == lane->units.end() || unit->second.state != SplitUnit::State::kAssigned) {
     return internal_error("requeue of a split that is not assigned");
   }
+  const uint64_t w = unit->second.worker;
   --it->units_assigned;
+  forget_request(*job(r.job_id()), unit->second, {r.iteration(), r.lane(), r.split_id()});
   unit->second = SplitUnit{};
   lane->pending.push_front(r.split_id());
+  // The assignment made the worker a participant, but it never got the unit.
+  // A worker that has no other unit of the iteration never reports it (it
+  // reports only iterations it had splits of): leaving it a participant
+  // would keep the iteration from ever completing.
+  if (!it->reported.contains(w)) {
+    bool has_unit = false;
+    for (const auto& [lane_id, l] : it->lanes) {
+      for (const auto& [split, u] : l.units) {
+        if (u.worker == w &&
+            (u.state == SplitUnit::State::kAssigned || u.state == SplitUnit::State::kDone)) {
+          has_unit = true;
+          break;
+        }
+      }
+      if (has_unit) break;
+    }
+    if (!has_unit) it->participants.erase(w);
+  }
   return Status::ok();
 }
 
@@ -388,24 +425,22 @@ std::optional<std::pair<uint64_t, uint64_t>> CoordinatorState::next_unit(const J
   return std::nullopt;
 }
 
-std::optional<CoordinatorState::UnitRef> CoordinatorState::unit_for_request(
-    const Job& job, uint64_t w, uint64_t request_id) const {
-  auto worker = workers_.find(w);
-  if (request_id == 0 || worker == workers_.end()) return std::nullopt;
-  auto last = worker->second.last_assignment.find(job.id);
-  if (last == worker->second.last_assignment.end() || last->second.request_id != request_id) {
-    return std::nullopt;
-  }
-  auto it = job.iterations.find(last->second.iteration);
+std::optional<UnitRef> CoordinatorState::unit_for_request(const Job& job, uint64_t w,
+                                                          uint64_t request_id) const {
+  if (request_id == 0) return std::nullopt;
+  auto request = job.requests.find({w, request_id});
+  if (request == job.requests.end()) return std::nullopt;
+  const UnitRef& ref = request->second;
+  auto it = job.iterations.find(ref.iteration);
   if (it == job.iterations.end()) return std::nullopt;
-  auto lane = it->second.lanes.find(last->second.lane);
+  auto lane = it->second.lanes.find(ref.lane);
   if (lane == it->second.lanes.end()) return std::nullopt;
-  auto unit = lane->second.units.find(last->second.split);
+  auto unit = lane->second.units.find(ref.split);
   if (unit == lane->second.units.end() || unit->second.state != SplitUnit::State::kAssigned ||
       unit->second.worker != w) {
     return std::nullopt;
   }
-  return UnitRef{last->second.iteration, last->second.lane, last->second.split};
+  return ref;
 }
 
 }  // namespace stoker::coordinator

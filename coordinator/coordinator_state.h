@@ -24,6 +24,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "coordinator/journal.pb.h"
@@ -51,6 +52,14 @@ struct Lane {
   uint32_t data_count = 0;
 };
 
+// One unit of a job: its iteration, lane and split.
+struct UnitRef {
+  uint64_t iteration = 0;
+  uint64_t lane = 0;
+  uint64_t split = 0;
+  bool operator==(const UnitRef&) const = default;
+};
+
 struct Iteration {
   uint64_t index = 0;
   std::map<uint64_t, Lane> lanes;
@@ -73,6 +82,11 @@ struct Job {
   std::vector<control::Split> splits;
   uint64_t shuffle_seed = 0;
   std::map<uint64_t, Iteration> iterations;
+  // (worker, request id) -> the unit that GetSplit attempt got, while it is
+  // assigned to that worker. Each of a worker's pipeline threads asks with
+  // its own request ids, so a retry must find its unit among all of the
+  // worker's outstanding attempts, not only the latest one.
+  std::map<std::pair<uint64_t, uint64_t>, UnitRef> requests;
   std::set<uint64_t> consumers;  // live consumers
   bool failed = false;
   Status error;
@@ -86,13 +100,6 @@ struct WorkerRecord {
   std::string address;
   uint32_t threads = 0;
   bool alive = true;
-  struct LastAssignment {
-    uint64_t request_id = 0;
-    uint64_t iteration = 0;
-    uint64_t lane = 0;
-    uint64_t split = 0;
-  };
-  std::map<uint64_t, LastAssignment> last_assignment;  // per job: a retried GetSplit gets it again
   // volatile
   Clock::time_point last_seen = Clock::now();
   std::optional<uint64_t> connection;
@@ -142,11 +149,6 @@ class CoordinatorState {
   // lane (or the shared one) first, then lanes of dead workers (redelivery).
   std::optional<std::pair<uint64_t, uint64_t>> next_unit(const Job& job, const Iteration& it,
                                                          uint64_t w) const;
-  struct UnitRef {
-    uint64_t iteration = 0;
-    uint64_t lane = 0;
-    uint64_t split = 0;
-  };
   // The unit worker `w` got with this GetSplit attempt, if it still has it.
   std::optional<UnitRef> unit_for_request(const Job& job, uint64_t w, uint64_t request_id) const;
   // The live workers that run a task for `job` (every live worker, today).
@@ -165,6 +167,9 @@ class CoordinatorState {
   Status apply_split_assigned(const SplitAssigned& r);
   Status apply_split_done(const SplitDone& r);
   Status apply_split_requeued(const SplitRequeued& r);
+  // The unit `ref` of `job` is no longer assigned to the worker in `unit`:
+  // a retry of the attempt that got it must not get it again.
+  static void forget_request(Job& job, const SplitUnit& unit, const UnitRef& ref);
   Result<std::pair<Iteration*, Lane*>> lane_of(uint64_t job, uint64_t iteration, uint64_t lane);
 
   std::map<uint64_t, WorkerRecord> workers_;

@@ -34,6 +34,21 @@ Status write_all(int fd, std::span<const std::byte> bytes, const std::string& pa
   return Status::ok();
 }
 
+// Writes `bytes` at `offset`, whatever the file offset is.
+Status pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
+                  const std::string& path) {
+  while (!bytes.empty()) {
+    const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno_status(fmt::format("writing the journal {} at offset {}", path, offset));
+    }
+    bytes = bytes.subspan(static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return Status::ok();
+}
+
 Result<std::vector<std::byte>> read_file(int fd, const std::string& path) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_status(fmt::format("stat of {}", path));
@@ -187,6 +202,12 @@ Journal::~Journal() {
 }
 
 Status Journal::append(std::span<const std::byte> payload) {
+  if (!usable_) {
+    return io_error(fmt::format(
+        "the journal {} is unusable: a failed append left a partial record that could not be cut "
+        "off",
+        path_));
+  }
   if (payload.size() > kMaxRecordBytes) {
     return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
                                         payload.size(), kMaxRecordBytes));
@@ -198,7 +219,20 @@ Status Journal::append(std::span<const std::byte> payload) {
   w.put(crc_of(std::span(scratch_).first(4)));
   w.put_bytes(payload);
   w.put(crc_of(payload));
-  STOKER_RETURN_IF_ERROR(write_all(fd_, scratch_, path_));
+  // At size_, not at the file offset: a failed append below may have moved it.
+  if (Status st = pwrite_all(fd_, scratch_, size_, path_); !st.is_ok()) {
+    // Part of the record may have reached the file (ENOSPC, EFBIG after a
+    // short write). Cut it off: records appended after torn bytes would make
+    // the next start refuse the whole journal as damaged.
+    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+      usable_ = false;
+      return errno_status(
+          fmt::format("cutting a failed append off the journal {} at offset {} ({}); the journal "
+                      "is unusable",
+                      path_, size_, st.message()));
+    }
+    return st;
+  }
   size_ += scratch_.size();
   ++appended_;
   dirty_ = true;

@@ -49,7 +49,11 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // Writes one record (one write(2) call). It is durable after sync() under kSync.
+  // Writes one record (one pwrite(2) call, after the last whole record). It is
+  // durable after sync() under kSync.
+  // A failed write is cut off again, so the journal holds whole records only
+  // and later appends may succeed; if it cannot be cut off, the journal is
+  // unusable (usable() false) and every later append fails.
   Status append(std::span<const std::byte> payload);
   // Makes every appended record durable (kSync), cheaply when nothing is new.
   Status sync();
@@ -57,6 +61,9 @@ class Journal {
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
   uint64_t records_appended() const { return appended_; }
+  // False once a failed append could not be cut off: the file may end in a
+  // partial record, and nothing written after it would replay.
+  bool usable() const { return usable_; }
 
  private:
   Journal(std::string path, int fd, Durability durability)
@@ -67,6 +74,7 @@ class Journal {
   uint64_t size_ = 0;
   uint64_t appended_ = 0;
   bool dirty_ = false;
+  bool usable_ = true;
   std::vector<std::byte> scratch_;
 };
 

@@ -6,8 +6,10 @@
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -171,6 +173,51 @@ TEST_F(JournalTest, AnApplyErrorStopsTheReplayAtItsRecord) {
   ASSERT_FALSE(j.is_ok());
   EXPECT_NE(j.status().message().find("cannot apply"), std::string::npos);
   EXPECT_EQ(replayed, std::vector<std::string>{"good"});
+}
+
+// A write that fails part-way (no space left; here the file size limit)
+// leaves part of a record in the file. It must be cut off again: appends that
+// followed the torn bytes would make the next start refuse the journal.
+TEST_F(JournalTest, AFailedAppendIsCutOffAndLaterAppendsReplay) {
+  std::vector<std::string> none;
+  auto j = open(none);
+  ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+  const std::string first = "first";
+  ASSERT_TRUE((*j)->append(std::as_bytes(std::span(first))).is_ok());
+  const uint64_t size = (*j)->size();
+
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  if (saved.rlim_cur != RLIM_INFINITY && saved.rlim_cur < size + 1000) {
+    GTEST_SKIP() << "the file size limit is already below what the test needs";
+  }
+  // Over the limit, write(2) stores what fits, then fails with EFBIG
+  // instead of raising SIGXFSZ.
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limited = saved;
+  limited.rlim_cur = size + 5;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  const std::string second(100, 'x');
+  const Status failed = (*j)->append(std::as_bytes(std::span(second)));
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(failed.is_ok());
+  EXPECT_EQ(failed.code(), StatusCode::kIoError);
+  EXPECT_NE(failed.message().find(path()), std::string::npos) << failed.to_string();
+  EXPECT_TRUE((*j)->usable());
+  EXPECT_EQ((*j)->size(), size);
+  EXPECT_EQ(contents().size(), size);
+
+  const std::string third = "third";
+  ASSERT_TRUE((*j)->append(std::as_bytes(std::span(third))).is_ok());
+  ASSERT_TRUE((*j)->sync().is_ok());
+  j->reset();
+  std::vector<std::string> replayed;
+  ReplayStats stats;
+  auto reopened = open(replayed, &stats);
+  ASSERT_TRUE(reopened.is_ok()) << reopened.status().to_string();
+  EXPECT_FALSE(stats.torn_tail_dropped);
+  EXPECT_EQ(replayed, (std::vector<std::string>{"first", "third"}));
 }
 
 }  // namespace

@@ -202,6 +202,10 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
           if (st.is_ok()) {
             splits_[key].produced = true;
             settle_locked(key);
+            // A redelivered split of an iteration this worker had finished
+            // may have been delivered whole while it ran: report it again
+            // now, as no delivery is left to.
+            maybe_report_iteration_locked(split_iteration);
           }
         }
         if (st.is_ok()) continue;

@@ -117,6 +117,11 @@ class Coordinator::Service : public control::ControlHandler {
   void remove_consumer(ConsumerRecord& c, const std::string& reason);
   void fill_task(const Job& job, control::TaskAssignment* task) const;
   // Tells workers (and the consumers of `job`, when given) to ask for news now.
+  // This thread is the only one reading peers' heartbeats: after it was
+  // busy for a while (a job's splits enumerated, a slow disk), heartbeats
+  // that came meanwhile sit unread, and the time away must not count
+  // against the peers.
+  void forgive_stall(Clock::time_point now);
   void nudge_workers();
   void nudge_consumers(const Job& job);
   void nudge(std::optional<uint64_t> connection);
@@ -127,6 +132,8 @@ class Coordinator::Service : public control::ControlHandler {
   std::unique_ptr<Journal> journal_;
   std::unique_ptr<control::ControlServer> server_;
   Clock::time_point started_ = Clock::now();
+  // When on_tick last ran (see forgive_stall()).
+  std::optional<Clock::time_point> last_tick_;
   // Changes whenever the tasks or their consumers change; workers send the
   // one they run and get the assignment only when it differs. Not journaled:
   // each coordinator start picks a random base, so after a restart every
@@ -799,8 +806,28 @@ void Coordinator::Service::on_disconnect(control::ConnectionId connection, const
   consumers_on_.erase(connection);
 }
 
+void Coordinator::Service::forgive_stall(Clock::time_point now) {
+  // Ticks come every few tens of milliseconds while the thread is free.
+  const auto stall =
+      std::min<Clock::duration>(std::chrono::milliseconds(250), options_.liveness_timeout / 2);
+  const auto previous = std::exchange(last_tick_, now);
+  if (!previous || now - *previous < stall) return;
+  const auto away = now - *previous;
+  spdlog::warn(
+      "coordinator: busy for {} ms without reading heartbeats; liveness clocks move on by as "
+      "much",
+      std::chrono::duration_cast<std::chrono::milliseconds>(away).count());
+  const auto shift = [away](auto& peer) {
+    peer.last_seen += away;
+    if (peer.disconnected_at) *peer.disconnected_at += away;
+  };
+  for (const auto& [id, w] : state_.workers()) shift(*state_.worker(id));
+  for (const auto& [id, c] : state_.consumers()) shift(*state_.consumer(id));
+}
+
 void Coordinator::Service::on_tick() {
   const auto now = Clock::now();
+  forgive_stall(now);
   std::vector<std::pair<uint64_t, std::string>> dead_workers, dead_consumers;
   for (const auto& [id, w] : state_.workers()) {
     if (!w.alive) continue;

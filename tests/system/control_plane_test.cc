@@ -1,6 +1,7 @@
 // The control plane's semantics with real processes: every sharding mode's
 // visitation guarantee, job sharing and its errors, the cluster secret,
-// stoker-ctl, and prompt shutdown on SIGTERM.
+// stoker-ctl, liveness while the coordinator is busy, and prompt shutdown on
+// SIGTERM.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -8,6 +9,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -300,6 +302,35 @@ TEST(WorkerMetrics, AReaderThatDoesNotReadStopsThePipelineWithinTheBudget) {
     auto next = (*reader)->next(10s);
     ASSERT_TRUE(next.is_ok()) << next.status().to_string();
   }
+}
+
+TEST(Liveness, ACoordinatorBusyWithAJobsSplitsDeclaresNoPeerDead) {
+  // Heartbeats every 50 ms, dead after 250 ms of silence.
+  Cluster cluster({.heartbeat_ms = 50, .liveness_timeout_ms = 250});
+  cluster.start_coordinator();
+  cluster.start_worker();
+  ASSERT_TRUE(cluster.wait_for_registrations(1)) << cluster.logs();
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto small = client->open_reader({.job_name = "small", .pipeline_spec = range_spec(100, 10, 10)});
+  ASSERT_TRUE(small.is_ok()) << small.status().to_string();
+  ASSERT_TRUE((*small)->next(10s).is_ok()) << cluster.logs();
+  // 2^20 splits, the most a job may have: the coordinator enumerates and
+  // journals them on its one thread, far longer than the liveness timeout,
+  // while the worker's and the reader's heartbeats wait unread.
+  auto big = client->open_reader(
+      {.job_name = "big", .pipeline_spec = range_spec(uint64_t{1} << 20, 1, 1), .epochs = 1});
+  ASSERT_TRUE(big.is_ok()) << big.status().to_string();
+  ASSERT_TRUE((*small)->next(10s).is_ok()) << cluster.logs();
+  const std::string log = cluster.coordinator().log();
+  if (auto at = log.find("busy for "); at != std::string::npos) {
+    std::cout << log.substr(at, log.find('\n', at) - at) << "\n";
+  }
+  EXPECT_NE(log.find("without reading heartbeats"), std::string::npos)
+      << "the coordinator was not busy long enough for this test to mean anything:\n"
+      << log;
+  EXPECT_EQ(log.find("is dead"), std::string::npos) << log;
+  EXPECT_EQ(log.find("no heartbeat"), std::string::npos) << log;
 }
 
 TEST(Shutdown, EveryProcessExitsPromptlyOnSigterm) {

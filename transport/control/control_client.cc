@@ -426,9 +426,17 @@ std::shared_ptr<ControlClient::Impl::Pending> ControlClient::Impl::enqueue(
     return pending;
   }
   pending->body = std::move(body).value();
+  bool queued = false;
   {
+    // Checked under the lock stop() drains the outbox with: a request queued
+    // after that drain would never be answered, nor its callback run.
     std::lock_guard lock(mu_);
-    outbox_.push_back(pending);
+    queued = !stopping_.load();
+    if (queued) outbox_.push_back(pending);
+  }
+  if (!queued) {
+    finish(pending, cancelled("the control client is stopping"));
+    return pending;
   }
   worker_->signal();
   return pending;

@@ -348,6 +348,31 @@ TEST_F(ControlChannel, BadInputGetsAnErrorAndOthersAreStillServed) {
   EXPECT_EQ(server_->stats().unknown_types, 1u);
 }
 
+TEST_F(ControlChannel, EveryAsyncCallbackRunsOnceEvenAcrossShutdown) {
+  start();
+  auto client = connect(std::nullopt);
+  ASSERT_TRUE(client.is_ok()) << client.status().to_string();
+  std::atomic<int> issued{0}, done{0}, twice{0};
+  std::atomic<bool> stop{false};
+  std::thread caller([&] {
+    while (!stop.load()) {
+      auto ran = std::make_shared<std::atomic<bool>>(false);
+      issued.fetch_add(1);
+      (*client)->call_async(register_worker(1), [&, ran](Result<Message>) {
+        if (ran->exchange(true)) twice.fetch_add(1);
+        done.fetch_add(1);
+      });
+    }
+  });
+  std::this_thread::sleep_for(50ms);  // calls in every state: queued, in flight, answered
+  (*client)->shutdown();
+  stop = true;
+  caller.join();
+  // Every callback has run by now: at shutdown, or at once for later calls.
+  EXPECT_EQ(done.load(), issued.load());
+  EXPECT_EQ(twice.load(), 0);
+}
+
 TEST_F(ControlChannel, DisconnectsAreReportedOnce) {
   start();
   {

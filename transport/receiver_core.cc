@@ -592,12 +592,16 @@ void ReceiverCore::reclaim_landing_slots(uint32_t sender_id) {
   // The data endpoint has no failure detection of its own, so a rendezvous
   // receive from a dead sender may never complete. Its data cannot arrive any
   // more: take the slot back now and ignore the request if it ever finishes.
+  // Each such batch is lost, and counted so (kLandingFailed).
   size_t reclaimed = 0;
   for (Slot& slot : slots_) {
     if (slot.state == Slot::State::kLanding && slot.sender == sender_id && slot.request) {
       void* request = std::exchange(slot.request, nullptr);
       free_slot(slot.index);
       ucp_request_cancel(worker_->get(), request);  // on_landed will ignore it
+      reject(find_sender(sender_id), RejectReason::kLandingFailed,
+             unavailable(fmt::format("sender {} failed while its batch landed in slot {}",
+                                     sender_id, slot.index)));
       ++reclaimed;
     }
   }

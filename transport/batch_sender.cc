@@ -567,7 +567,8 @@ Status BatchSender::Impl::flush(std::chrono::milliseconds timeout) {
 Status BatchSender::Impl::close(std::chrono::milliseconds timeout) {
   if (closed_) return Status::ok();
   closed_ = true;
-  Status st = Status::ok();
+  // A sender that failed cannot end its stream cleanly: say why.
+  Status st = health_.is_ok() ? Status::ok() : health_.with_context("closing");
   if (health_.is_ok() && (data_ep_ || data_on_control_)) {
     // The goodbye travels after a flush, on the endpoint that carried the
     // batches (or their ready notices: notice_ep()), so the receiver sees it

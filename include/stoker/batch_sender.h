@@ -85,6 +85,8 @@ class BatchSender {
   // Waits until every posted batch has completed.
   Status flush(std::chrono::milliseconds timeout);
   // Flushes, tells the receiver this stream ended cleanly and disconnects.
+  // A sender whose connection failed disconnects and returns that failure:
+  // its receiver counts it as failed, not finished.
   Status close(std::chrono::milliseconds timeout);
 
   uint32_t credits() const;  // credits in hand

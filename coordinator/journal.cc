@@ -169,7 +169,9 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
     const auto payload = rest.subspan(8, length);
     wire::ByteReader crc_reader(rest.subspan(8 + length, 4));
     if (crc_of(payload) != crc_reader.get<uint32_t>()) {
-      if (rest.size() == kRecordOverheadBytes + length) {
+      // The last record, torn while written: nothing follows it, or only the
+      // zeros of space the file system had already given the file.
+      if (all_zero(rest.subspan(kRecordOverheadBytes + length))) {
         torn("the last record fails its checksum");
         break;
       }

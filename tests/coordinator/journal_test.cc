@@ -122,6 +122,24 @@ TEST_F(JournalTest, AGarbledLastRecordIsTornButAZeroFilledTailIsToo) {
   EXPECT_EQ(replayed, (std::vector<std::string>{"alpha", "gamma"}));
 }
 
+TEST_F(JournalTest, AGarbledLastRecordFollowedByZerosIsTorn) {
+  write_records({"alpha", "beta"});
+  auto bytes = contents();
+  bytes[bytes.size() - 6] ^= 0x5a;     // inside "beta"'s payload; its length checks out
+  bytes.insert(bytes.end(), 4096, 0);  // and the file went on with zeros
+  overwrite(bytes);
+  std::vector<std::string> replayed;
+  ReplayStats stats;
+  ASSERT_TRUE(open(replayed, &stats).is_ok());
+  EXPECT_TRUE(stats.torn_tail_dropped);
+  EXPECT_EQ(replayed, std::vector<std::string>{"alpha"});
+  // Cut off: what is appended next replays after "alpha".
+  write_records({"gamma"});
+  replayed.clear();
+  ASSERT_TRUE(open(replayed, &stats).is_ok());
+  EXPECT_EQ(replayed, (std::vector<std::string>{"alpha", "gamma"}));
+}
+
 TEST_F(JournalTest, DamageBeforeTheEndRefusesToStartNamingFileAndOffset) {
   write_records({"alpha", "beta", "gamma"});
   const auto whole = contents();

@@ -105,7 +105,10 @@ TEST_F(ReaderTest, DenseCollationConvertsPayloadsAndPassesOtherTensorsThrough) {
 }
 
 TEST_F(ReaderTest, ADlpackExportOutlivesItsReleasedBatch) {
-  auto reader = client_->open_reader({.pipeline_spec = range_spec(200, 100, 10, 16)});
+  // Two slots: were the exported one returned at release(), the batches read
+  // below would land in it and overwrite what the exports show.
+  auto reader = client_->open_reader(
+      {.pipeline_spec = range_spec(200, 100, 10, 16), .slots = 2, .credits_per_worker = 2});
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   Batch batch = next_batch(**reader);
   const auto indices = indices_of(batch);
@@ -118,12 +121,8 @@ TEST_F(ReaderTest, ADlpackExportOutlivesItsReleasedBatch) {
   EXPECT_EQ((*exported)->dl_tensor.shape[0], static_cast<int64_t>(indices.size()));
   EXPECT_EQ((*legacy)->dl_tensor.shape[1], 16);
   ASSERT_TRUE(batch.release().is_ok());
-  // The slot is still held by the exports: the data is intact.
-  const auto* data = static_cast<const int64_t*>((*exported)->dl_tensor.data);
-  for (size_t i = 0; i < indices.size(); ++i) EXPECT_EQ(data[i], indices[i]);
-  exported->reset();
-  legacy->reset();  // the last deleter returns the slot
-  // Reading goes on to the end of the epoch.
+  // The slot is still held by the exports: the rest of the epoch goes
+  // through the other slot, and the exported data stays intact.
   uint64_t more = 0;
   while (true) {
     auto next = (*reader)->next(30s);
@@ -132,6 +131,25 @@ TEST_F(ReaderTest, ADlpackExportOutlivesItsReleasedBatch) {
     ++more;
   }
   EXPECT_EQ(more, 19u);
+  const auto* data = static_cast<const int64_t*>((*exported)->dl_tensor.data);
+  for (size_t i = 0; i < indices.size(); ++i) EXPECT_EQ(data[i], indices[i]);
+  exported->reset();
+  legacy->reset();  // the last deleter returns the slot
+}
+
+TEST_F(ReaderTest, ABatchAndItsExportOutliveTheReader) {
+  auto reader = client_->open_reader({.pipeline_spec = range_spec(200, 100, 10, 16)});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  Batch batch = next_batch(**reader);
+  const auto indices = indices_of(batch);
+  auto exported = batch.to_dlpack("index");
+  ASSERT_TRUE(exported.is_ok()) << exported.status().to_string();
+  reader->reset();  // the Reader and its receiver stop; the landing memory stays
+  EXPECT_EQ(indices_of(batch), indices);
+  ASSERT_TRUE(batch.release().is_ok());
+  const auto* data = static_cast<const int64_t*>((*exported)->dl_tensor.data);
+  for (size_t i = 0; i < indices.size(); ++i) EXPECT_EQ(data[i], indices[i]);
+  exported->reset();  // the last holder frees the slot of a receiver that is gone
 }
 
 TEST_F(ReaderTest, MisuseGetsPreciseErrors) {

@@ -286,15 +286,28 @@ TEST(WorkerMetrics, AReaderThatDoesNotReadStopsThePipelineWithinTheBudget) {
                                      .slots = 4,
                                      .credits_per_worker = 4});
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
-  // The reader takes nothing: its 4 slots fill, then the worker's budget.
-  std::this_thread::sleep_for(1500ms);
-  const std::string before = http_get(port, "/metrics");
+  // The reader takes nothing: its 4 slots fill, then the worker's budget,
+  // and production stops. Wait (bounded) until the count holds still for
+  // half a second, then check that it stays so for a second more.
+  const auto produced_now = [&] {
+    return metric(http_get(port, "/metrics"), "stoker_worker_batches_produced_total");
+  };
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  double settled = -1;
+  for (double last = produced_now(); std::chrono::steady_clock::now() < deadline;) {
+    std::this_thread::sleep_for(500ms);
+    const double now = produced_now();
+    if (now > 0 && now == last) {
+      settled = now;
+      break;
+    }
+    last = now;
+  }
+  ASSERT_GT(settled, 0) << "production never stopped, or never started\n" << cluster.logs();
   std::this_thread::sleep_for(1000ms);
   const std::string after = http_get(port, "/metrics");
   const double produced = metric(after, "stoker_worker_batches_produced_total");
-  ASSERT_GT(produced, 0) << after << cluster.logs();
-  EXPECT_EQ(metric(before, "stoker_worker_batches_produced_total"), produced)
-      << "the pipeline kept producing with no credit anywhere";
+  EXPECT_EQ(settled, produced) << "the pipeline kept producing with no credit anywhere";
   EXPECT_LE(metric(after, "stoker_worker_memory_in_use_bytes"), 2.0 * 1024 * 1024);
   EXPECT_LT(produced, 1000) << "more than the budget and the slots can hold";
   // Reading resumes the flow.

@@ -6,9 +6,12 @@ library was built with CUDA), a versioned kDLCUDA export ("dltensor_versioned")
 must arrive in torch as a CUDA tensor on the same memory.
 
 Usage: /usr/bin/python3 dlpack_torch_test.py LIBRARY
-Exits 0 on success, 1 on failure, 77 (skip) when torch is not installed."""
+Exits 0 on success, 1 on failure, 77 (skip) when torch is not installed, or when
+torch sees no GPU on a machine that has one (the device check was not made)."""
 import ctypes
 import gc
+import shutil
+import subprocess
 import sys
 
 try:
@@ -113,6 +116,13 @@ if torch.cuda.is_available():
         if not problems:
             print(f"device tensor: versioned kDLCUDA export shared with torch {torch.__version__} "
                   f"on {torch.cuda.get_device_name(0)}, deleter ran once")
+elif shutil.which("nvidia-smi") and subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                                                    check=False).returncode == 0:
+    # A GPU machine whose torch cannot use it: the device check, the point of
+    # running this there, was not made. Say so in the exit code, not only in print.
+    print(f"torch {torch.__version__} sees no GPU on a machine with one: the versioned kDLCUDA "
+          "export was NOT checked (install a CUDA build of torch)")
+    sys.exit(1 if failures else 77)
 else:
-    print("torch sees no GPU: the device export is not checked here")
+    print("no GPU here: the device export is not checked")
 sys.exit(1 if failures else 0)

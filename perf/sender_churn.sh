@@ -35,7 +35,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -x $stoker_perf ]] || { echo "sender_churn.sh: $stoker_perf is not built" >&2; exit 2; }
-((senders >= 2)) || { echo "sender_churn.sh: --senders must be 2 or more" >&2; exit 2; }
+# N-2 senders are measured: at least one.
+((senders >= 3)) || { echo "sender_churn.sh: --senders must be 3 or more" >&2; exit 2; }
 
 work=$(mktemp -d)
 trap 'pkill -P $$ 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -14,7 +14,7 @@ trap 'rm -rf "$work"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$source_dir/perf/sender_churn.sh" --stoker-perf "$stoker_perf" --senders 4 \
-  >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; fail "sender_churn.sh exited $?"; }
+  >"$work/out" 2>"$work/err" || { rc=$?; cat "$work/err" >&2; fail "sender_churn.sh exited $rc"; }
 mapfile -t lines <"$work/out"
 [[ ${#lines[@]} -eq 2 ]] || fail "expected 2 lines (sm, tcp), got: ${lines[*]}"
 number='[0-9]+\.[0-9]{2}'
@@ -25,7 +25,7 @@ for i in 0 1; do
 done
 
 rc=0
-"$source_dir/perf/sender_churn.sh" --stoker-perf "$stoker_perf" --senders 1 >/dev/null 2>"$work/err" || rc=$?
-[[ $rc -eq 2 ]] || fail "--senders 1 exited $rc, not 2"
-grep -q "must be 2 or more" "$work/err" || fail "--senders 1 did not say why: $(cat "$work/err")"
+"$source_dir/perf/sender_churn.sh" --stoker-perf "$stoker_perf" --senders 2 >/dev/null 2>"$work/err" || rc=$?
+[[ $rc -eq 2 ]] || fail "--senders 2 (nothing to measure) exited $rc, not 2"
+grep -q "must be 3 or more" "$work/err" || fail "--senders 2 did not say why: $(cat "$work/err")"
 echo "sender_churn.sh: output as documented"

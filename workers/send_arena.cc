@@ -17,7 +17,8 @@ Result<std::unique_ptr<SendArena>> SendArena::create(size_t bytes) {
 
 SendArena::SendArena(Buffer buffer) : buffer_(std::move(buffer)) { free_[0] = buffer_.size(); }
 
-Result<pipeline::SendBuffer> SendArena::acquire(size_t bytes, const std::atomic<bool>& cancel) {
+Result<pipeline::SendBuffer> SendArena::acquire(size_t bytes, const std::atomic<bool>& cancel,
+                                                const std::function<size_t()>& limit) {
   const size_t want = std::max(kAlignment, (bytes + kAlignment - 1) / kAlignment * kAlignment);
   if (want > buffer_.size()) {
     return resource_exhausted(
@@ -28,7 +29,9 @@ Result<pipeline::SendBuffer> SendArena::acquire(size_t bytes, const std::atomic<
   bool waited = false;
   while (true) {
     if (cancel.load()) return cancelled("the task is stopping");
+    const size_t end = limit ? limit() : buffer_.size();
     for (auto it = free_.begin(); it != free_.end(); ++it) {
+      if (it->first + want > end) break;  // free_ is by offset: none further fits
       if (it->second < want) continue;
       const size_t offset = it->first;
       const size_t rest = it->second - want;
@@ -68,6 +71,12 @@ void SendArena::release_send_buffer(std::span<std::byte> bytes, uint64_t token) 
     }
     free_[offset] = length;
   }
+  freed_.notify_all();
+}
+
+void SendArena::wake() {
+  // Under the lock: a waiter between its attempt and its wait is not missed.
+  std::lock_guard lock(mu_);
   freed_.notify_all();
 }
 

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <functional>
 #include <map>
 #include <mutex>
 
@@ -29,7 +30,16 @@ class SendArena final : public pipeline::SendBufferOwner {
   // A buffer of at least `bytes` (rounded up to kAlignment). Waits for memory
   // while `cancel` stays false; kCancelled once it is set; kResourceExhausted
   // when `bytes` exceeds the whole arena.
-  Result<pipeline::SendBuffer> acquire(size_t bytes, const std::atomic<bool>& cancel);
+  //
+  // `limit`, when given, is the offset the buffer must end at or below (the
+  // rest of the arena is kept for others: Task::Sink). It is asked again on
+  // every attempt, so it may change while this waits (then call wake()); it
+  // is called under the arena's lock, so it must take no lock that is held
+  // while buffers are released. A buffer that does not fit below it waits.
+  Result<pipeline::SendBuffer> acquire(size_t bytes, const std::atomic<bool>& cancel,
+                                       const std::function<size_t()>& limit = nullptr);
+  // Makes waiting acquire() calls look again (a limit of theirs changed).
+  void wake();
 
   std::span<std::byte> memory() const { return {buffer_.data(), buffer_.size()}; }
   size_t capacity() const { return buffer_.size(); }

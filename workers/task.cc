@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "pipeline/pipeline_spec.h"
 #include "pipeline/split_message.h"
@@ -28,11 +29,31 @@ bool transient(const Status& st) {
 
 // The BatchSink a pipeline thread runs a split into: the shared send arena,
 // and the task's ready queue.
+//
+// Memory for a batch of an iteration newer than the oldest one this worker
+// has not finished (an "early" batch) comes only from below the arena's last
+// `threads x largest batch` bytes (early_limit_). Early batches cannot go out
+// until the oldest iteration is delivered (next_batch()), so they free
+// nothing; were they let fill the arena, a thread still producing the oldest
+// iteration would wait in acquire() for good, and that iteration, and with it
+// every later one, would never end. The top of the arena thus only ever holds
+// batches that can go out (or are being made for the oldest iteration): it
+// drains, and every thread of the oldest iteration finds room there. The
+// limit is asked on every attempt and the arena is woken when the oldest
+// iteration changes (publish_oldest_locked()), so an early batch gets the
+// whole arena as soon as its iteration is the oldest. With a budget below
+// threads x largest, early batches wait until then: the epochs do not
+// overlap, but nothing a later iteration waits for waits on it.
 class Task::Sink final : public pipeline::BatchSink {
  public:
-  Sink(Task& task, uint64_t lane) : task_(task), lane_(lane) {}
+  Sink(Task& task, uint64_t lane, uint64_t iteration)
+      : task_(task), lane_(lane), iteration_(iteration) {}
   Result<pipeline::SendBuffer> acquire(size_t bytes) override {
-    return task_.env_.arena->acquire(bytes, task_.cancel_);
+    return task_.env_.arena->acquire(bytes, task_.cancel_, [this] {
+      // Lock-free: called under the arena's lock.
+      return iteration_ > task_.oldest_open_.load() ? task_.early_limit_
+                                                    : std::numeric_limits<size_t>::max();
+    });
   }
   Status emit(BatchDescriptor descriptor, pipeline::SendBuffer buffer) override {
     return task_.emit(std::move(descriptor), std::move(buffer), lane_);
@@ -41,6 +62,7 @@ class Task::Sink final : public pipeline::BatchSink {
  private:
   Task& task_;
   uint64_t lane_;
+  uint64_t iteration_;
 };
 
 Task::Task(TaskEnvironment env, const control::TaskAssignment& assignment)
@@ -59,6 +81,12 @@ Result<std::unique_ptr<Task>> Task::start(TaskEnvironment env,
         "(--memory-budget)",
         largest, task->env_.arena->capacity()));
   }
+  const size_t rounded =
+      (largest + SendArena::kAlignment - 1) / SendArena::kAlignment * SendArena::kAlignment;
+  const size_t capacity = task->env_.arena->capacity();
+  const size_t reserve =
+      rounded > capacity / task->env_.threads ? capacity : size_t{task->env_.threads} * rounded;
+  task->early_limit_ = capacity - reserve;
   task->update(assignment);
   for (uint32_t i = 0; i < task->env_.threads; ++i) {
     task->threads_.emplace_back([raw = task.get(), i] { raw->run_pipeline_thread(i); });
@@ -191,8 +219,9 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
           IterationProgress& progress = iterations_[split_iteration];
           ++progress.splits;
           progress.reported = false;
+          publish_oldest_locked();
         }
-        Sink sink(*this, split.lane());
+        Sink sink(*this, split.lane(), split_iteration);
         const auto started = Clock::now();
         const Status st =
             pipeline_->run_split(pipeline::split_of(split), split_iteration, sink, cancel_);
@@ -219,6 +248,7 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
           std::lock_guard lock(mu_);
           ++iterations_[iteration].threads_past;
           maybe_report_iteration_locked(iteration);
+          publish_oldest_locked();
         }
         ready_cv_.notify_all();
         ++iteration;
@@ -235,6 +265,7 @@ void Task::run_pipeline_thread(uint32_t /*index*/) {
           std::vector<uint64_t> open;
           for (const auto& [index, progress] : iterations_) open.push_back(index);
           for (uint64_t index : open) maybe_report_iteration_locked(index);
+          publish_oldest_locked();
         }
         ready_cv_.notify_all();
         return;
@@ -278,6 +309,11 @@ std::optional<uint64_t> Task::oldest_open_iteration_locked() const {
     if (it.outstanding != 0 || !produced_locked(index)) return index;
   }
   return std::nullopt;
+}
+
+void Task::publish_oldest_locked() {
+  const uint64_t oldest = oldest_open_iteration_locked().value_or(kNoneOpen);
+  if (oldest_open_.exchange(oldest) != oldest) env_.arena->wake();
 }
 
 std::deque<std::shared_ptr<ReadyBatch>>::iterator Task::first_sendable_locked() {
@@ -354,7 +390,8 @@ void Task::maybe_report_iteration_locked(uint64_t iteration) {
   if (it.reported || it.outstanding != 0 || !produced_locked(iteration)) return;
   it.reported = true;
   ready_cv_.notify_all();  // batches of the next iteration may go out now
-  if (it.splits != 0) {    // a participant: tell what each consumer got
+  publish_oldest_locked();
+  if (it.splits != 0) {  // a participant: tell what each consumer got
     control::Message report;
     auto* done = report.mutable_iteration_done();
     done->set_worker_id(env_.worker_id());

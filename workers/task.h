@@ -13,11 +13,14 @@
 // later epoch in its landing slot until its current epoch ends, and that
 // slot is one of this worker's credits; sending i+1 early could spend every
 // credit on batches the consumer must hold while it waits for ours of i.
+// For the same reason batches of i+1 may not take the last part of the send
+// arena, which a thread still producing i needs (Task::Sink).
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -135,6 +138,11 @@ class Task {
   // The oldest iteration this worker has not finished delivering: batches of
   // later iterations wait for it (see next_batch()).
   std::optional<uint64_t> oldest_open_iteration_locked() const;
+  // Stores oldest_open_iteration_locked() in oldest_open_ (kNoneOpen for
+  // none) and wakes the arena's waiters when it changed. Called wherever the
+  // oldest open iteration may change: an iteration reported, a split (of a
+  // possibly new or reopened iteration) taken, a thread past an iteration.
+  void publish_oldest_locked();
   // The first queued batch that may go out now (end() if none).
   std::deque<std::shared_ptr<ReadyBatch>>::iterator first_sendable_locked();
   void sleep_until_nudged(std::chrono::milliseconds at_most);
@@ -145,6 +153,12 @@ class Task {
   std::shared_ptr<pipeline::Pipeline> pipeline_;
   std::atomic<bool> cancel_{false};
   std::vector<std::thread> threads_;
+  // Batches of an iteration after oldest_open_ take memory only below this
+  // offset of the send arena (Task::Sink); set once at start.
+  size_t early_limit_ = 0;
+  static constexpr uint64_t kNoneOpen = std::numeric_limits<uint64_t>::max();
+  // oldest_open_iteration_locked(), for the arena to read without mu_.
+  std::atomic<uint64_t> oldest_open_{kNoneOpen};
 
   mutable std::mutex mu_;
   std::condition_variable ready_cv_;

@@ -5,6 +5,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include "pipeline/range_payload.h"
@@ -120,6 +121,63 @@ TEST(DynamicSharding, AFullQueueOfTheNextEpochDoesNotStopTheCurrentOne) {
   for (uint64_t e = 0; e < kEpochs; ++e) {
     ASSERT_EQ(seen.count[e].size(), kElements) << "epoch " << e;
   }
+}
+
+// A worker whose send arena fills with batches of the next epoch while one
+// of its threads is still producing the current one: that thread must still
+// get memory, or the next epoch's batches (held back until this worker has
+// delivered the current one) wait for it forever while nothing frees any
+// (Task::Sink). A budget of three ~256 KiB batches and splits of sixteen:
+// when one thread moves on to the next epoch, another is likely in the
+// middle of the current one's last split. Before the fix, 9 runs in 10 with
+// two threads hung in their first or second epoch.
+void read_epochs_on_a_small_budget(uint32_t threads) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  constexpr uint64_t kBytes = 256 << 10;  // one element a batch
+  cluster.start_worker(threads, {"--memory-budget", "1M"});
+  constexpr uint64_t kElements = 128;
+  constexpr uint32_t kEpochs = 4;
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto reader = client->open_reader(
+      {.pipeline_spec = range_spec(kElements, /*split_size=*/16, /*batch=*/1, kBytes),
+       .epochs = kEpochs});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  std::map<uint64_t, std::set<int64_t>> seen;  // epoch -> elements
+  uint64_t epochs_ended = 0;
+  while (true) {
+    // Each epoch takes well under a second; a hang would last for good.
+    auto next = (*reader)->next(20s);
+    if (!next.is_ok()) {
+      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
+          << "after " << epochs_ended << " epochs and " << seen[epochs_ended].size()
+          << " elements of the next: " << next.status().to_string() << "\n"
+          << cluster.logs();
+      break;
+    }
+    if (!next->has_value()) {
+      ++epochs_ended;
+      continue;
+    }
+    for (int64_t i : indices_of(**next)) {
+      EXPECT_TRUE(seen[(*next)->epoch()].insert(i).second) << "element " << i << " twice";
+    }
+  }
+  EXPECT_EQ(epochs_ended, kEpochs);
+  for (uint64_t e = 0; e < kEpochs; ++e) {
+    EXPECT_EQ(seen[e].size(), kElements) << "epoch " << e;
+  }
+}
+
+TEST(DynamicSharding, AnArenaFullOfTheNextEpochDoesNotStopTheCurrentOne) {
+  read_epochs_on_a_small_budget(/*threads=*/2);
+}
+
+// The budget holds fewer batches than there are threads: batches of the next
+// epoch get no memory until this worker has delivered the current one.
+TEST(DynamicSharding, ABudgetOfFewerBatchesThanThreadsFinishesEveryEpoch) {
+  read_epochs_on_a_small_budget(/*threads=*/4);
 }
 
 }  // namespace

@@ -41,6 +41,16 @@ class JournalTest : public ::testing::Test {
         },
         stats);
   }
+  // Opens the journal, which must start after dropping a torn tail; returns
+  // what it replayed.
+  std::vector<std::string> replay_dropping_a_torn_tail() {
+    std::vector<std::string> replayed;
+    ReplayStats stats;
+    auto j = open(replayed, &stats);
+    EXPECT_TRUE(j.is_ok()) << j.status().to_string();
+    EXPECT_TRUE(stats.torn_tail_dropped);
+    return replayed;
+  }
   void write_records(const std::vector<std::string>& records) {
     std::vector<std::string> none;
     auto j = open(none);
@@ -106,20 +116,13 @@ TEST_F(JournalTest, AGarbledLastRecordIsTornButAZeroFilledTailIsToo) {
   auto bytes = contents();
   bytes[bytes.size() - 6] ^= 0x5a;  // inside "beta"'s payload
   overwrite(bytes);
-  std::vector<std::string> replayed;
-  ReplayStats stats;
-  ASSERT_TRUE(open(replayed, &stats).is_ok());
-  EXPECT_TRUE(stats.torn_tail_dropped);
-  EXPECT_EQ(replayed, std::vector<std::string>{"alpha"});
+  EXPECT_EQ(replay_dropping_a_torn_tail(), std::vector<std::string>{"alpha"});
 
   write_records({"gamma"});
   bytes = contents();
   bytes.insert(bytes.end(), 4096, 0);  // a crash left preallocated zeros
   overwrite(bytes);
-  replayed.clear();
-  ASSERT_TRUE(open(replayed, &stats).is_ok());
-  EXPECT_TRUE(stats.torn_tail_dropped);
-  EXPECT_EQ(replayed, (std::vector<std::string>{"alpha", "gamma"}));
+  EXPECT_EQ(replay_dropping_a_torn_tail(), (std::vector<std::string>{"alpha", "gamma"}));
 }
 
 TEST_F(JournalTest, AGarbledLastRecordFollowedByZerosIsTorn) {
@@ -128,15 +131,11 @@ TEST_F(JournalTest, AGarbledLastRecordFollowedByZerosIsTorn) {
   bytes[bytes.size() - 6] ^= 0x5a;     // inside "beta"'s payload; its length checks out
   bytes.insert(bytes.end(), 4096, 0);  // and the file went on with zeros
   overwrite(bytes);
-  std::vector<std::string> replayed;
-  ReplayStats stats;
-  ASSERT_TRUE(open(replayed, &stats).is_ok());
-  EXPECT_TRUE(stats.torn_tail_dropped);
-  EXPECT_EQ(replayed, std::vector<std::string>{"alpha"});
+  EXPECT_EQ(replay_dropping_a_torn_tail(), std::vector<std::string>{"alpha"});
   // Cut off: what is appended next replays after "alpha".
   write_records({"gamma"});
-  replayed.clear();
-  ASSERT_TRUE(open(replayed, &stats).is_ok());
+  std::vector<std::string> replayed;
+  ASSERT_TRUE(open(replayed).is_ok());
   EXPECT_EQ(replayed, (std::vector<std::string>{"alpha", "gamma"}));
 }
 

@@ -77,10 +77,24 @@ TEST(WebDatasetSource, GroupsMembersBySampleKey) {
   for (int i = 0; i < 23; ++i) EXPECT_EQ(seen[static_cast<size_t>(i)], i);
 }
 
+// Writes n PNGs, 0.png .. (n-1).png, into `dir` for a tar-writing script.
+void write_pngs(const TempDir& dir, int n, uint64_t first_seed) {
+  for (int i = 0; i < n; ++i) {
+    testing::write_file(dir.file(fmt::format("{}.png", i)),
+                        png(first_seed + static_cast<uint64_t>(i)));
+  }
+}
+
+// Runs a Python script (Python's tarfile writes the shard) from `dir`.
+void run_tar_script(const TempDir& dir, const std::string& script) {
+  testing::write_file(dir.file("make_tar.py"), script);
+  const auto r = testing::run_command(testing::python() + " " + dir.file("make_tar.py"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+}
+
 TEST(WebDatasetSource, ReadsATarWrittenByPythonTarfile) {
   TempDir dir;
-  for (int i = 0; i < 6; ++i)
-    testing::write_file(dir.file(fmt::format("{}.png", i)), png(static_cast<uint64_t>(7 + i)));
+  write_pngs(dir, 6, 7);
   // GNU format with a member name longer than 100 bytes (a long-name header).
   const std::string script = fmt::format(R"(
 import io, tarfile
@@ -94,9 +108,7 @@ with tarfile.open("{0}/py.tar", "w", format=tarfile.GNU_FORMAT) as tar:
             tar.addfile(info, io.BytesIO(data))
 )",
                                          dir.path());
-  testing::write_file(dir.file("make_tar.py"), script);
-  const auto r = testing::run_command(testing::python() + " " + dir.file("make_tar.py"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(run_tar_script(dir, script));
   auto p = testing::make_pipeline(spec(dir.file("py.tar"), 2));
   ASSERT_TRUE(p);
   const auto splits = *p->splits();
@@ -161,8 +173,7 @@ TEST(WebDatasetSource, BadSamplesAreCountedPerReason) {
 
 TEST(WebDatasetSource, AMemberClaimingAHugeSizeIsAMalformedRecord) {
   TempDir dir;
-  for (int i = 0; i < 4; ++i)
-    testing::write_file(dir.file(fmt::format("{}.png", i)), png(static_cast<uint64_t>(i)));
+  write_pngs(dir, 4, 0);
   // pax "real sizes" set the member's logical size freely: 2^40 bytes for a
   // member with a few hundred bytes of data. Sample 3 claims 1 MiB, past the
   // end of the file but not absurd.
@@ -180,9 +191,7 @@ with tarfile.open("{0}/huge.tar", "w", format=tarfile.PAX_FORMAT) as tar:
             tar.addfile(info, io.BytesIO(data))
 )",
                                          dir.path());
-  testing::write_file(dir.file("make_tar.py"), script);
-  const auto r = testing::run_command(testing::python() + " " + dir.file("make_tar.py"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_NO_FATAL_FAILURE(run_tar_script(dir, script));
 
   auto p = testing::make_pipeline(spec(dir.file("huge.tar"), 2));
   ASSERT_TRUE(p);

@@ -1,7 +1,7 @@
 // Failures with real processes: a worker killed with SIGKILL mid-epoch (at
 // most once by default, at least once with redelivery), the coordinator
-// killed and restarted mid-epoch (exactly once), and a reader closed
-// mid-epoch while another goes on.
+// killed and restarted mid-epoch (exactly once), and a reader closed,
+// killed or frozen mid-epoch while another goes on.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -208,6 +208,49 @@ TEST(FaultTolerance, AReaderKilledMidEpochLeavesTheRestOfTheEpochToTheOthers) {
   const uint64_t together = out.seen.size() + dead.size();
   EXPECT_LE(together, kElements);
   EXPECT_GE(together, kElements - 32 * kBatch) << cluster.logs();
+}
+
+TEST(FaultTolerance, AFrozenReaderDoesNotStopItsWorkersHeartbeats) {
+  Cluster cluster;  // heartbeats every 100 ms, dead after 1 s of silence
+  cluster.start_coordinator();
+  cluster.start_worker(1);
+  const auto spec_file = (cluster.dir() / "spec.json").string();
+  // Batches of 80 KiB go by rendezvous: some are in flight to the reader
+  // when it freezes, and never complete.
+  const std::string spec = range_spec(kElements, kSplitSize, kBatch, 4096);
+  std::ofstream(spec_file) << spec;
+  const auto frozen_indices = (cluster.dir() / "frozen-reader.indices").string();
+  ChildProcess frozen(
+      {binary("STOKER_READ"), "--coordinator", cluster.coordinator_address(), "--spec", spec_file,
+       "--job", "shared", "--pace-ms", "2", "--record-indices", frozen_indices},
+      (cluster.dir() / "frozen-reader.log").string());
+  ASSERT_EQ(frozen.spawn_error(), 0);
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  auto survivor = client->open_reader({.job_name = "shared", .pipeline_spec = spec, .epochs = 1});
+  ASSERT_TRUE(survivor.is_ok()) << survivor.status().to_string();
+  // Paced to last about 6 s: the freeze, the drop and the link's close all
+  // fall inside the epoch.
+  Outcome out = read_epoch(**survivor, 10ms, 20, [&] {
+    // Freeze it once it reads: the coordinator drops it after a second of
+    // silence, and the worker closes its link to a peer that answers
+    // nothing, while it must go on heartbeating and serving the other.
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    bool reading = false;
+    while (!reading && std::chrono::steady_clock::now() < deadline) {
+      std::ifstream in(frozen_indices);
+      std::string line;
+      reading = static_cast<bool>(std::getline(in, line));
+      if (!reading) std::this_thread::sleep_for(5ms);
+    }
+    ASSERT_TRUE(reading) << "the reader to freeze never read\n" << cluster.logs();
+    frozen.kill_now(SIGSTOP);
+  });
+  ASSERT_TRUE(out.status.is_ok()) << out.status.to_string() << cluster.logs();
+  const std::string log = cluster.coordinator().log();
+  EXPECT_NE(log.find("no heartbeat"), std::string::npos) << "the frozen reader was never dropped";
+  EXPECT_EQ(log.find("is dead"), std::string::npos) << cluster.logs();
+  frozen.kill_now(SIGKILL);
 }
 
 }  // namespace

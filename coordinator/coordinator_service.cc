@@ -116,12 +116,12 @@ class Coordinator::Service : public control::ControlHandler {
   void remove_worker(WorkerRecord& w, const std::string& reason);
   void remove_consumer(ConsumerRecord& c, const std::string& reason);
   void fill_task(const Job& job, control::TaskAssignment* task) const;
-  // Tells workers (and the consumers of `job`, when given) to ask for news now.
   // This thread is the only one reading peers' heartbeats: after it was
   // busy for a while (a job's splits enumerated, a slow disk), heartbeats
   // that came meanwhile sit unread, and the time away must not count
   // against the peers.
   void forgive_stall(Clock::time_point now);
+  // Tells workers (and the consumers of `job`, when given) to ask for news now.
   void nudge_workers();
   void nudge_consumers(const Job& job);
   void nudge(std::optional<uint64_t> connection);

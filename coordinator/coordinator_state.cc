@@ -364,20 +364,18 @@ Status CoordinatorState::apply_split_requeued(const SplitRequeued& r) {
   // A worker that has no other unit of the iteration never reports it (it
   // reports only iterations it had splits of): leaving it a participant
   // would keep the iteration from ever completing.
-  if (!it->reported.contains(w)) {
-    bool has_unit = false;
+  const auto holds_a_unit = [&] {
     for (const auto& [lane_id, l] : it->lanes) {
       for (const auto& [split, u] : l.units) {
         if (u.worker == w &&
             (u.state == SplitUnit::State::kAssigned || u.state == SplitUnit::State::kDone)) {
-          has_unit = true;
-          break;
+          return true;
         }
       }
-      if (has_unit) break;
     }
-    if (!has_unit) it->participants.erase(w);
-  }
+    return false;
+  };
+  if (!it->reported.contains(w) && !holds_a_unit()) it->participants.erase(w);
   return Status::ok();
 }
 

@@ -22,21 +22,10 @@ Status errno_status(std::string_view what) {
   return io_error(fmt::format("{}: {}", what, std::strerror(errno)));
 }
 
-Status write_all(int fd, std::span<const std::byte> bytes, const std::string& path) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(fd, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno_status(fmt::format("writing the journal {}", path));
-    }
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-  return Status::ok();
-}
-
-// Writes `bytes` at `offset`, whatever the file offset is.
-Status pwrite_all(int fd, std::span<const std::byte> bytes, uint64_t offset,
-                  const std::string& path) {
+// Writes `bytes` at `offset`. The journal never uses the file offset: an
+// append goes after the last whole record whatever a failed one left.
+Status write_at(int fd, std::span<const std::byte> bytes, uint64_t offset,
+                const std::string& path) {
   while (!bytes.empty()) {
     const ssize_t n = ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(offset));
     if (n < 0) {
@@ -103,7 +92,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
   s = ReplayStats{};
 
   if (data.empty()) {
-    STOKER_RETURN_IF_ERROR(write_all(fd, file_header(), path));
+    STOKER_RETURN_IF_ERROR(write_at(fd, file_header(), 0, path));
     if (::fsync(fd) != 0) return errno_status(fmt::format("fsync of {}", path));
     journal->size_ = kJournalHeaderBytes;
     return journal;
@@ -119,7 +108,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
     spdlog::warn("journal {}: {}-byte file has no complete header; starting empty", path,
                  data.size());
     if (::ftruncate(fd, 0) != 0) return errno_status(fmt::format("truncating {}", path));
-    STOKER_RETURN_IF_ERROR(write_all(fd, file_header(), path));
+    STOKER_RETURN_IF_ERROR(write_at(fd, file_header(), 0, path));
     journal->size_ = kJournalHeaderBytes;
     s.torn_tail_dropped = true;
     return journal;
@@ -189,9 +178,6 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
       return errno_status(fmt::format("cutting the torn tail off {}", path));
     }
   }
-  if (::lseek(fd, static_cast<off_t>(offset), SEEK_SET) < 0) {
-    return errno_status(fmt::format("seeking in {}", path));
-  }
   journal->size_ = offset;
   return journal;
 }
@@ -221,8 +207,7 @@ Status Journal::append(std::span<const std::byte> payload) {
   w.put(crc_of(std::span(scratch_).first(4)));
   w.put_bytes(payload);
   w.put(crc_of(payload));
-  // At size_, not at the file offset: a failed append below may have moved it.
-  if (Status st = pwrite_all(fd_, scratch_, size_, path_); !st.is_ok()) {
+  if (Status st = write_at(fd_, scratch_, size_, path_); !st.is_ok()) {
     // Part of the record may have reached the file (ENOSPC, EFBIG after a
     // short write). Cut it off: records appended after torn bytes would make
     // the next start refuse the whole journal as damaged.

@@ -49,8 +49,8 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // Writes one record (one pwrite(2) call, after the last whole record). It is
-  // durable after sync() under kSync.
+  // Writes one record after the last whole one. It is durable after sync()
+  // under kSync.
   // A failed write is cut off again, so the journal holds whole records only
   // and later appends may succeed; if it cannot be cut off, the journal is
   // unusable (usable() false) and every later append fails.

@@ -56,16 +56,56 @@ Outcome read_epoch(Reader& reader, std::chrono::microseconds pace, uint64_t afte
   return out;
 }
 
-std::unique_ptr<Reader> open(Cluster& cluster, bool redeliver, std::string name = "job") {
+std::unique_ptr<Reader> open(Cluster& cluster, bool redeliver, std::string name = "job",
+                             std::string spec = range_spec(kElements, kSplitSize, kBatch)) {
   auto client = cluster.client();
   if (!client) return nullptr;
   auto reader = client->open_reader({.job_name = std::move(name),
-                                     .pipeline_spec = range_spec(kElements, kSplitSize, kBatch),
+                                     .pipeline_spec = std::move(spec),
                                      .redeliver = redeliver,
                                      .epochs = 1});
   EXPECT_TRUE(reader.is_ok()) << reader.status().to_string();
   return reader.is_ok() ? std::move(reader).value() : nullptr;
 }
+
+// A reader of job "shared" in its own process (stoker-read), slow (2 ms a
+// batch), writing every element it hands out to a file.
+class ReaderProcess {
+ public:
+  ReaderProcess(Cluster& cluster, const std::string& spec, const std::string& name)
+      : indices_((cluster.dir() / (name + ".indices")).string()) {
+    const auto spec_file = (cluster.dir() / (name + ".json")).string();
+    std::ofstream(spec_file) << spec;
+    process_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{binary("STOKER_READ"), "--coordinator",
+                                 cluster.coordinator_address(), "--spec", spec_file, "--job",
+                                 "shared", "--pace-ms", "2", "--record-indices", indices_},
+        (cluster.dir() / (name + ".log")).string());
+    EXPECT_EQ(process_->spawn_error(), 0);
+  }
+  ChildProcess& process() { return *process_; }
+  // The elements it has handed out, and how often.
+  std::map<int64_t, int> recorded() const {
+    std::ifstream in(indices_);
+    std::map<int64_t, int> seen;
+    int64_t i;
+    while (in >> i) ++seen[i];
+    return seen;
+  }
+  // Waits (10 s at most) until it has handed out `elements`; false if not.
+  bool wait_for(size_t elements) const {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (recorded().size() < elements) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  }
+
+ private:
+  std::string indices_;
+  std::unique_ptr<ChildProcess> process_;
+};
 
 TEST(FaultTolerance, AWorkerKilledMidEpochLosesAtMostItsSplits) {
   Cluster cluster;
@@ -169,35 +209,18 @@ TEST(FaultTolerance, AReaderKilledMidEpochLeavesTheRestOfTheEpochToTheOthers) {
   Cluster cluster;
   cluster.start_coordinator();
   for (int i = 0; i < 2; ++i) cluster.start_worker(1);
-  const auto spec_file = (cluster.dir() / "spec.json").string();
-  std::ofstream(spec_file) << range_spec(kElements, kSplitSize, kBatch);
-  const auto dead_indices = (cluster.dir() / "dead-reader.indices").string();
   // A reader in its own process, slow, recording what it hands out...
-  ChildProcess doomed(
-      {binary("STOKER_READ"), "--coordinator", cluster.coordinator_address(), "--spec", spec_file,
-       "--job", "shared", "--pace-ms", "2", "--record-indices", dead_indices},
-      (cluster.dir() / "doomed-reader.log").string());
-  ASSERT_EQ(doomed.spawn_error(), 0);
+  ReaderProcess doomed(cluster, range_spec(kElements, kSplitSize, kBatch), "doomed-reader");
   // ...and one here that reads the same job.
   auto survivor = open(cluster, false, "shared");
   ASSERT_NE(survivor, nullptr);
-  const auto recorded = [&] {
-    std::ifstream in(dead_indices);
-    std::map<int64_t, int> seen;
-    int64_t i;
-    while (in >> i) ++seen[i];
-    return seen;
-  };
   Outcome out = read_epoch(*survivor, 500us, 60, [&] {
     // Kill it once it has handed out a few batches.
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    while (recorded().size() < 5 * kBatch && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(5ms);
-    }
-    doomed.kill_now(SIGKILL);
+    doomed.wait_for(5 * kBatch);
+    doomed.process().kill_now(SIGKILL);
   });
   ASSERT_TRUE(out.status.is_ok()) << out.status.to_string() << cluster.logs();
-  const auto dead = recorded();
+  const auto dead = doomed.recorded();
   EXPECT_GE(dead.size(), 5 * kBatch);
   for (const auto& [element, times] : dead) {
     EXPECT_EQ(times, 1);
@@ -214,43 +237,26 @@ TEST(FaultTolerance, AFrozenReaderDoesNotStopItsWorkersHeartbeats) {
   Cluster cluster;  // heartbeats every 100 ms, dead after 1 s of silence
   cluster.start_coordinator();
   cluster.start_worker(1);
-  const auto spec_file = (cluster.dir() / "spec.json").string();
   // Batches of 80 KiB go by rendezvous: some are in flight to the reader
   // when it freezes, and never complete.
   const std::string spec = range_spec(kElements, kSplitSize, kBatch, 4096);
-  std::ofstream(spec_file) << spec;
-  const auto frozen_indices = (cluster.dir() / "frozen-reader.indices").string();
-  ChildProcess frozen(
-      {binary("STOKER_READ"), "--coordinator", cluster.coordinator_address(), "--spec", spec_file,
-       "--job", "shared", "--pace-ms", "2", "--record-indices", frozen_indices},
-      (cluster.dir() / "frozen-reader.log").string());
-  ASSERT_EQ(frozen.spawn_error(), 0);
-  auto client = cluster.client();
-  ASSERT_NE(client, nullptr);
-  auto survivor = client->open_reader({.job_name = "shared", .pipeline_spec = spec, .epochs = 1});
-  ASSERT_TRUE(survivor.is_ok()) << survivor.status().to_string();
+  ReaderProcess frozen(cluster, spec, "frozen-reader");
+  auto survivor = open(cluster, false, "shared", spec);
+  ASSERT_NE(survivor, nullptr);
   // Paced to last about 6 s: the freeze, the drop and the link's close all
   // fall inside the epoch.
-  Outcome out = read_epoch(**survivor, 10ms, 20, [&] {
+  Outcome out = read_epoch(*survivor, 10ms, 20, [&] {
     // Freeze it once it reads: the coordinator drops it after a second of
     // silence, and the worker closes its link to a peer that answers
     // nothing, while it must go on heartbeating and serving the other.
-    const auto deadline = std::chrono::steady_clock::now() + 10s;
-    bool reading = false;
-    while (!reading && std::chrono::steady_clock::now() < deadline) {
-      std::ifstream in(frozen_indices);
-      std::string line;
-      reading = static_cast<bool>(std::getline(in, line));
-      if (!reading) std::this_thread::sleep_for(5ms);
-    }
-    ASSERT_TRUE(reading) << "the reader to freeze never read\n" << cluster.logs();
-    frozen.kill_now(SIGSTOP);
+    ASSERT_TRUE(frozen.wait_for(1)) << "the reader to freeze never read\n" << cluster.logs();
+    frozen.process().kill_now(SIGSTOP);
   });
   ASSERT_TRUE(out.status.is_ok()) << out.status.to_string() << cluster.logs();
   const std::string log = cluster.coordinator().log();
   EXPECT_NE(log.find("no heartbeat"), std::string::npos) << "the frozen reader was never dropped";
   EXPECT_EQ(log.find("is dead"), std::string::npos) << cluster.logs();
-  frozen.kill_now(SIGKILL);
+  frozen.process().kill_now(SIGKILL);
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ ConsumerLink::ConsumerLink(Task& task, const TaskEnvironment& env,
 }
 
 ConsumerLink::~ConsumerLink() {
-  stopping_ = true;
+  request_stop();
   if (thread_.joinable()) thread_.join();
 }
 

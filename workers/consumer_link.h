@@ -28,6 +28,12 @@ class ConsumerLink {
   ConsumerLink(const ConsumerLink&) = delete;
   ConsumerLink& operator=(const ConsumerLink&) = delete;
 
+  // Tells the push thread to finish without waiting for it (the destructor
+  // waits). A link to a consumer that answers nothing takes seconds to
+  // close, so links closing together are all told first: they close in the
+  // time of the slowest, not of their sum.
+  void request_stop() { stopping_ = true; }
+
   uint64_t consumer_id() const { return consumer_.consumer_id(); }
   // The connection failed or was refused; since when.
   bool dead() const { return dead_.load(); }

@@ -98,11 +98,15 @@ Result<std::unique_ptr<Task>> Task::start(TaskEnvironment env,
 
 Task::~Task() { stop(); }
 
-void Task::stop() {
+void Task::request_stop() {
   cancel_ = true;
   nudge();
   ready_cv_.notify_all();
   space_cv_.notify_all();
+}
+
+void Task::stop() {
+  request_stop();
   for (auto& t : threads_) {
     if (t.joinable()) t.join();
   }
@@ -111,6 +115,7 @@ void Task::stop() {
     std::lock_guard lock(mu_);
     links.swap(links_);
   }
+  for (auto& [id, link] : links) link->request_stop();
   links.clear();  // joins the push threads (outside mu_: they call back into the task)
   std::lock_guard lock(mu_);
   ready_.clear();  // returns the buffers to the arena
@@ -142,6 +147,7 @@ void Task::update(const control::TaskAssignment& assignment) {
       }
     }
   }
+  for (auto& link : closing) link->request_stop();
   closing.clear();  // requeues their batches for the consumers that remain
   if (cancel_.load()) return;
   for (auto& c : opening) {

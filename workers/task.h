@@ -90,6 +90,10 @@ class Task {
   void update(const control::TaskAssignment& assignment);
   // Cancels the pipeline threads and closes every link. Idempotent.
   void stop();
+  // Tells the pipeline threads to stop without waiting for them (stop() and
+  // the destructor wait): they ask for no further split. Tasks stopping
+  // together are all told first, so they stop in the time of the slowest.
+  void request_stop();
 
   uint64_t job_id() const { return job_id_; }
   // Splits assigned to this worker whose SplitDone the coordinator has not

@@ -48,8 +48,20 @@ class WorkerDaemon::Impl {
  private:
   std::optional<control::Message> session_request();
   Status on_session(const Result<control::Message>& answer);
+  // The coordinator no longer knows this worker (it was declared dead, or the
+  // coordinator's journal was reset): the splits our tasks hold are no longer
+  // ours. Stops the tasks now, before they ask for splits as the new worker;
+  // the tasks thread drops them, and the new worker starts from an empty
+  // assignment.
+  void forget_registration(const Status& why);
+  // Registers as a new worker on the open connection: a worker declared dead
+  // while its connection stayed up (it froze, or its host stalled).
+  void register_anew();
   void heartbeat_loop();
+  // The tasks thread: applies each assignment the heartbeats bring.
+  void tasks_loop();
   void apply_assignment(const control::WorkerHeartbeatResponse& response);
+  void drop_tasks();
   void report_start_failure(uint64_t job_id, const Status& why);
   void wake();
 
@@ -59,21 +71,34 @@ class WorkerDaemon::Impl {
   std::unique_ptr<control::ControlClient> control_;
   std::unique_ptr<Reporter> reporter_;
   std::atomic<uint64_t> worker_id_{0};
-  // Heartbeat thread only: the assignment in force and its version.
-  control::WorkerHeartbeatResponse assignment_;
-  uint64_t assignment_version_ = 0;
-  std::atomic<bool> reregistered_as_new_{false};
 
+  // Heartbeats and tasks run on threads of their own. Starting a task (its
+  // pipeline may scan files) and closing links to consumers that answer
+  // nothing (seconds each) happen on the tasks thread, so they never hold up
+  // a heartbeat: a worker that is merely busy is not declared dead.
+  std::mutex assignment_mu_;
+  std::condition_variable assignment_cv_;
+  control::WorkerHeartbeatResponse assignment_;  // the one in force
+  uint64_t assignment_version_ = 0;
+  bool assignment_pending_ = false;  // a heartbeat answered since the last apply
+  bool drop_tasks_pending_ = false;  // registered anew: every task is void
+
+  // Guards the map only, never held while a task starts, updates or stops:
+  // the heartbeat thread reads the tasks' counters under it. Only the tasks
+  // thread adds or removes tasks (and stop(), after joining it), so that
+  // thread may use a task outside the lock.
   mutable std::mutex tasks_mu_;
   std::map<uint64_t, std::unique_ptr<Task>> tasks_;
-  std::set<uint64_t> failed_jobs_;  // could not start here; reported once
-  TaskStats retired_stats_;         // of tasks that ended, for the counters
+  TaskStats retired_stats_;  // of tasks that ended, for the counters
+  // Tasks thread only: jobs that could not start here; reported once.
+  std::set<uint64_t> failed_jobs_;
 
   std::mutex wake_mu_;
   std::condition_variable wake_cv_;
   bool woken_ = false;
   std::atomic<bool> stopping_{false};
   std::thread heartbeat_thread_;
+  std::thread tasks_thread_;
 
   std::unique_ptr<httplib::Server> http_;
   std::thread http_thread_;
@@ -86,6 +111,9 @@ std::optional<control::Message> WorkerDaemon::Impl::session_request() {
   r->set_worker_id(worker_id_.load());
   r->set_name(options_.name);
   r->set_threads(options_.threads);
+  // A new worker holds nothing: tasks of a void registration may not have
+  // been dropped yet, and their splits are no longer ours to claim.
+  if (r->worker_id() == 0) return m;
   std::lock_guard lock(tasks_mu_);
   for (const auto& [id, task] : tasks_) *r->add_tasks() = task->held();
   return m;
@@ -101,15 +129,37 @@ Status WorkerDaemon::Impl::on_session(const Result<control::Message>& answer) {
     return Status::ok();
   }
   if (!answer.is_ok() && answer.status().code() == StatusCode::kNotFound) {
-    // The coordinator declared us dead (or lost its journal): our tasks'
-    // splits are no longer ours. Drop them and register as a new worker.
-    spdlog::warn("worker: {}", answer.status().message());
-    worker_id_ = 0;
-    reregistered_as_new_ = true;
-    wake();
-    return answer.status();
+    forget_registration(answer.status());
+    return answer.status();  // the client registers again, as a new worker
   }
   return answer.is_ok() ? protocol_error("unexpected answer to register_worker") : answer.status();
+}
+
+void WorkerDaemon::Impl::forget_registration(const Status& why) {
+  spdlog::warn("worker: {}; dropping its tasks", why.message());
+  worker_id_ = 0;
+  {
+    std::lock_guard lock(tasks_mu_);
+    for (auto& [id, task] : tasks_) task->request_stop();
+  }
+  {
+    std::lock_guard lock(assignment_mu_);
+    assignment_version_ = 0;
+    assignment_.Clear();
+    drop_tasks_pending_ = true;
+    assignment_pending_ = true;
+  }
+  assignment_cv_.notify_all();
+  wake();
+}
+
+void WorkerDaemon::Impl::register_anew() {
+  auto answer = control_->call(*session_request(), kCallTimeout);
+  if (Status st = on_session(answer); st.is_ok()) {
+    spdlog::warn("worker: registered anew as worker {}", worker_id_.load());
+  } else {
+    spdlog::warn("worker: registering anew: {}", st.to_string());
+  }
 }
 
 Status WorkerDaemon::Impl::start() {
@@ -147,6 +197,7 @@ Status WorkerDaemon::Impl::start() {
     http_thread_ = std::thread([this] { http_->listen_after_bind(); });
   }
   heartbeat_thread_ = std::thread([this] { heartbeat_loop(); });
+  tasks_thread_ = std::thread([this] { tasks_loop(); });
   return Status::ok();
 }
 
@@ -166,12 +217,18 @@ void WorkerDaemon::Impl::stop() {
   // the coordinator learns of our leaving when the connection closes.
   if (control_) control_->shutdown();
   wake();
+  {
+    std::lock_guard lock(assignment_mu_);  // a tasks thread about to wait sees stopping_
+  }
+  assignment_cv_.notify_all();
   if (heartbeat_thread_.joinable()) heartbeat_thread_.join();
+  if (tasks_thread_.joinable()) tasks_thread_.join();
   std::map<uint64_t, std::unique_ptr<Task>> tasks;
   {
     std::lock_guard lock(tasks_mu_);
     tasks.swap(tasks_);
   }
+  for (auto& [id, task] : tasks) task->request_stop();  // all at once: see Task::request_stop
   tasks.clear();  // each closes its consumer links (goodbye to each consumer)
   if (reporter_) reporter_->stop();
   if (http_) {
@@ -183,21 +240,15 @@ void WorkerDaemon::Impl::stop() {
 
 void WorkerDaemon::Impl::heartbeat_loop() {
   while (!stopping_.load()) {
-    if (reregistered_as_new_.exchange(false)) {
-      assignment_version_ = 0;
-      assignment_.Clear();
-      std::map<uint64_t, std::unique_ptr<Task>> dropped;
-      {
-        std::lock_guard lock(tasks_mu_);
-        dropped.swap(tasks_);
-      }
-      dropped.clear();
-    }
+    if (worker_id_.load() == 0 && control_->connected()) register_anew();
     if (worker_id_.load() != 0) {
       control::Message m;
       auto* hb = m.mutable_worker_heartbeat();
       hb->set_worker_id(worker_id_.load());
-      hb->set_assignment_version(assignment_version_);
+      {
+        std::lock_guard lock(assignment_mu_);
+        hb->set_assignment_version(assignment_version_);
+      }
       {
         std::lock_guard lock(tasks_mu_);
         TaskStats total = retired_stats_;
@@ -210,12 +261,17 @@ void WorkerDaemon::Impl::heartbeat_loop() {
       auto answer = control_->call(m, kCallTimeout);
       if (answer.is_ok() && answer->has_worker_heartbeat_response()) {
         const auto& response = answer->worker_heartbeat_response();
+        std::lock_guard lock(assignment_mu_);
         if (!response.unchanged()) {
           assignment_ = response;
           assignment_version_ = response.assignment_version();
         }
         // Applied every time, also unchanged: links that failed are retried.
-        apply_assignment(assignment_);
+        assignment_pending_ = true;
+        assignment_cv_.notify_all();
+      } else if (!answer.is_ok() && answer.status().code() == StatusCode::kNotFound) {
+        forget_registration(answer.status());
+        continue;  // registers anew at once
       } else if (!answer.is_ok()) {
         spdlog::debug("worker: heartbeat: {}", answer.status().to_string());
       }
@@ -227,9 +283,37 @@ void WorkerDaemon::Impl::heartbeat_loop() {
   }
 }
 
+void WorkerDaemon::Impl::tasks_loop() {
+  while (true) {
+    control::WorkerHeartbeatResponse assignment;
+    bool drop = false;
+    {
+      std::unique_lock lock(assignment_mu_);
+      assignment_cv_.wait(lock, [&] { return assignment_pending_ || stopping_.load(); });
+      if (stopping_.load()) return;
+      assignment_pending_ = false;
+      drop = std::exchange(drop_tasks_pending_, false);
+      assignment = assignment_;
+    }
+    if (drop) drop_tasks();
+    apply_assignment(assignment);
+  }
+}
+
+void WorkerDaemon::Impl::drop_tasks() {
+  std::map<uint64_t, std::unique_ptr<Task>> dropped;
+  {
+    std::lock_guard lock(tasks_mu_);
+    dropped.swap(tasks_);
+  }
+  for (auto& [id, task] : dropped) task->request_stop();
+  dropped.clear();
+}
+
 void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse& response) {
   std::set<uint64_t> assigned;
   std::vector<std::unique_ptr<Task>> ended;
+  std::vector<std::pair<Task*, const control::TaskAssignment*>> updating;
   std::vector<const control::TaskAssignment*> starting;
   {
     std::lock_guard lock(tasks_mu_);
@@ -237,7 +321,7 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
       assigned.insert(a.job_id());
       auto it = tasks_.find(a.job_id());
       if (it != tasks_.end()) {
-        it->second->update(a);
+        updating.emplace_back(it->second.get(), &a);
       } else if (!failed_jobs_.contains(a.job_id())) {
         starting.push_back(&a);
       }
@@ -254,6 +338,7 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
       }
     }
   }
+  for (auto [task, a] : updating) task->update(*a);  // may close links: seconds
   for (auto& task : ended) {
     spdlog::info("worker: job {} ended", task->job_id());
     task.reset();
@@ -270,8 +355,8 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
         .push_mode = options_.push_mode,
         .busy_poll = options_.busy_poll};
     auto task = Task::start(std::move(env), *a);
-    std::lock_guard lock(tasks_mu_);
     if (task.is_ok()) {
+      std::lock_guard lock(tasks_mu_);
       tasks_[a->job_id()] = std::move(task).value();
     } else {
       failed_jobs_.insert(a->job_id());

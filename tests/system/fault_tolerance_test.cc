@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <map>
+#include <regex>
 #include <set>
 #include <thread>
 
@@ -22,7 +23,8 @@ constexpr uint32_t kBatch = 20;
 
 struct Outcome {
   Status status;
-  std::map<int64_t, int> seen;  // element -> times
+  std::map<int64_t, int> seen;   // element -> times
+  std::set<uint64_t> producers;  // workers that delivered
   ReaderStats stats;
   bool during_ran = false;
 };
@@ -35,7 +37,7 @@ Outcome read_epoch(Reader& reader, std::chrono::microseconds pace, uint64_t afte
                    const std::function<void()>& during, size_t producers = 0) {
   Outcome out;
   uint64_t batches = 0;
-  std::set<uint64_t> delivered_by;
+  std::set<uint64_t>& delivered_by = out.producers;
   while (true) {
     auto next = reader.next(10s);
     if (!next.is_ok()) {
@@ -156,6 +158,42 @@ TEST(FaultTolerance, AWorkerKilledMidEpochWithRedeliveryLosesNothing) {
   EXPECT_EQ(out.stats.splits_lost, 0u);
 }
 
+TEST(FaultTolerance, AWorkerFrozenPastItsTimeoutRejoinsAsANewWorker) {
+  Cluster cluster;  // heartbeats every 100 ms, dead after 1 s of silence
+  cluster.start_coordinator();
+  for (int i = 0; i < 2; ++i) cluster.start_worker(1);
+  auto reader = open(cluster, /*redeliver=*/true);
+  ASSERT_NE(reader, nullptr);
+  // Paced to last about 6 s, so the worker thaws with most of the epoch
+  // still to produce.
+  Outcome out = read_epoch(
+      *reader, 10ms, 50,
+      [&] {
+        cluster.worker(1).kill_now(SIGSTOP);
+        std::this_thread::sleep_for(1500ms);
+        cluster.worker(1).kill_now(SIGCONT);
+      },
+      /*producers=*/2);
+  ASSERT_TRUE(out.status.is_ok()) << out.status.to_string() << cluster.logs();
+  ASSERT_TRUE(out.during_ran) << "no freeze: not every worker delivered a batch" << cluster.logs();
+  ASSERT_EQ(out.seen.size(), kElements) << "at least once: every element" << cluster.logs();
+  EXPECT_EQ(out.stats.splits_lost, 0u);
+  // The thawed worker learns that its old registration is void, drops the
+  // splits it held (the coordinator gave them to others) and registers as
+  // a new worker, which produces again.
+  const std::string log = cluster.coordinator().log();
+  EXPECT_NE(log.find("(w1) is dead"), std::string::npos) << cluster.logs();
+  std::vector<uint64_t> ids;  // w1's registrations, in order
+  const std::regex registered(R"(worker (\d+) \(w1\) registered)");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), registered);
+       it != std::sregex_iterator(); ++it) {
+    ids.push_back(std::stoull((*it)[1].str()));
+  }
+  ASSERT_EQ(ids.size(), 2u) << cluster.logs();
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(out.producers.count(ids[1]), 0u) << "the new worker never produced\n" << cluster.logs();
+}
+
 TEST(FaultTolerance, TheCoordinatorKilledAndRestartedMidEpochLosesNothing) {
   Cluster cluster;
   cluster.start_coordinator();
@@ -238,8 +276,10 @@ TEST(FaultTolerance, AFrozenReaderDoesNotStopItsWorkersHeartbeats) {
   cluster.start_coordinator();
   cluster.start_worker(1);
   // Batches of 80 KiB go by rendezvous: some are in flight to the reader
-  // when it freezes, and never complete.
-  const std::string spec = range_spec(kElements, kSplitSize, kBatch, 4096);
+  // when it freezes, and never complete, so closing its link takes seconds.
+  // Splits of 300 batches: the worker asks for a split only every few
+  // seconds, and its heartbeats alone must keep it alive meanwhile.
+  const std::string spec = range_spec(kElements, kElements / 2, kBatch, 4096);
   ReaderProcess frozen(cluster, spec, "frozen-reader");
   auto survivor = open(cluster, false, "shared", spec);
   ASSERT_NE(survivor, nullptr);

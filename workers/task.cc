@@ -49,7 +49,7 @@ class Task::Sink final : public pipeline::BatchSink {
   Sink(Task& task, uint64_t lane, uint64_t iteration)
       : task_(task), lane_(lane), iteration_(iteration) {}
   Result<pipeline::SendBuffer> acquire(size_t bytes) override {
-    return task_.env_.arena->acquire(bytes, task_.cancel_, [this] {
+    return task_.memory_->acquire(bytes, task_.cancel_, [this] {
       // Lock-free: called under the arena's lock.
       return iteration_ > task_.oldest_open_.load() ? task_.early_limit_
                                                     : std::numeric_limits<size_t>::max();
@@ -87,6 +87,7 @@ Result<std::unique_ptr<Task>> Task::start(TaskEnvironment env,
   const size_t reserve =
       rounded > capacity / task->env_.threads ? capacity : size_t{task->env_.threads} * rounded;
   task->early_limit_ = capacity - reserve;
+  task->memory_ = task->env_.arena->join(reserve);
   task->update(assignment);
   for (uint32_t i = 0; i < task->env_.threads; ++i) {
     task->threads_.emplace_back([raw = task.get(), i] { raw->run_pipeline_thread(i); });

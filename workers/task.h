@@ -157,6 +157,9 @@ class Task {
   std::shared_ptr<pipeline::Pipeline> pipeline_;
   std::atomic<bool> cancel_{false};
   std::vector<std::thread> threads_;
+  // This job's share of the worker's send arena, with a reserve of one
+  // batch per pipeline thread; set once at start.
+  std::unique_ptr<SendArena::Tenant> memory_;
   // Batches of an iteration after oldest_open_ take memory only below this
   // offset of the send arena (Task::Sink); set once at start.
   size_t early_limit_ = 0;

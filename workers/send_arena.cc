@@ -58,8 +58,9 @@ bool SendArena::leaves_the_reserves_locked(uint32_t tenant, size_t want) const {
     if (account.joined) reserves += account.reserve;
   }
   // Reserves that add up to more than the arena are scaled down alike.
-  const double scale =
-      reserves > buffer_.size() ? static_cast<double>(buffer_.size()) / static_cast<double>(reserves) : 1.0;
+  const double scale = reserves > buffer_.size()
+                           ? static_cast<double>(buffer_.size()) / static_cast<double>(reserves)
+                           : 1.0;
   const auto reserve_of = [&](const Account& a) {
     return static_cast<size_t>(static_cast<double>(a.reserve) * scale);
   };

@@ -457,6 +457,7 @@ TaskStats& TaskStats::operator+=(const TaskStats& other) {
     bad_records.by_reason[i] += other.bad_records.by_reason[i];
   }
   consumers += other.consumers;
+  memory_bytes += other.memory_bytes;
   return *this;
 }
 
@@ -465,6 +466,7 @@ TaskStats Task::stats() const {
   TaskStats s = stats_;
   s.bad_records = pipeline_->bad_records();
   s.consumers = links_.size();
+  s.memory_bytes = memory_->bytes_in_use();
   return s;
 }
 

@@ -65,6 +65,7 @@ struct TaskStats {
   double busy_seconds = 0;  // pipeline threads' time inside run_split
   pipeline::BadRecordCounts bad_records;
   size_t consumers = 0;
+  size_t memory_bytes = 0;  // send buffers its batches hold now
 
   // Adds another task's counters (a worker's totals over its tasks).
   TaskStats& operator+=(const TaskStats& other);

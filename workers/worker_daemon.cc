@@ -329,7 +329,8 @@ void WorkerDaemon::Impl::apply_assignment(const control::WorkerHeartbeatResponse
     for (auto it = tasks_.begin(); it != tasks_.end();) {
       if (!assigned.contains(it->first)) {
         TaskStats ended_stats = it->second->stats();
-        ended_stats.consumers = 0;  // its links close with it
+        ended_stats.consumers = 0;     // its links close with it
+        ended_stats.memory_bytes = 0;  // and its buffers return
         retired_stats_ += ended_stats;
         ended.push_back(std::move(it->second));
         it = tasks_.erase(it);
@@ -379,11 +380,16 @@ void WorkerDaemon::Impl::report_start_failure(uint64_t job_id, const Status& why
 std::string WorkerDaemon::Impl::metrics() const {
   TaskStats total;
   size_t tasks = 0;
+  std::map<uint64_t, size_t> memory_by_job;
   {
     std::lock_guard lock(tasks_mu_);
     total = retired_stats_;
     tasks = tasks_.size();
-    for (const auto& [id, task] : tasks_) total += task->stats();
+    for (const auto& [id, task] : tasks_) {
+      const TaskStats stats = task->stats();
+      memory_by_job[id] = stats.memory_bytes;
+      total += stats;
+    }
   }
   std::string out;
   const auto metric = [&](std::string_view name, std::string_view type, std::string_view help,
@@ -407,6 +413,12 @@ std::string WorkerDaemon::Impl::metrics() const {
   metric("consumer_links", "gauge", "Connections to consumers.", total.consumers);
   metric("memory_budget_bytes", "gauge", "The send arena's size.", arena_->capacity());
   metric("memory_in_use_bytes", "gauge", "Send buffers held by batches.", arena_->bytes_in_use());
+  out +=
+      "# HELP stoker_worker_job_memory_in_use_bytes Send buffers held by each job's batches.\n"
+      "# TYPE stoker_worker_job_memory_in_use_bytes gauge\n";
+  for (const auto& [job, bytes] : memory_by_job) {
+    out += fmt::format("stoker_worker_job_memory_in_use_bytes{{job=\"{}\"}} {}\n", job, bytes);
+  }
   out +=
       "# HELP stoker_worker_bad_records_total Bad records met, by reason.\n"
       "# TYPE stoker_worker_bad_records_total counter\n";

@@ -308,7 +308,11 @@ TEST(WorkerMetrics, AReaderThatDoesNotReadStopsThePipelineWithinTheBudget) {
   const std::string after = http_get(port, "/metrics");
   const double produced = metric(after, "stoker_worker_batches_produced_total");
   EXPECT_EQ(settled, produced) << "the pipeline kept producing with no credit anywhere";
-  EXPECT_LE(metric(after, "stoker_worker_memory_in_use_bytes"), 2.0 * 1024 * 1024);
+  const double in_use = metric(after, "stoker_worker_memory_in_use_bytes");
+  EXPECT_LE(in_use, 2.0 * 1024 * 1024);
+  // The one job holds all of it.
+  EXPECT_GT(in_use, 0);
+  EXPECT_EQ(metric(after, "stoker_worker_job_memory_in_use_bytes{job=\"1\"}"), in_use) << after;
   EXPECT_LT(produced, 1000) << "more than the budget and the slots can hold";
   // Reading resumes the flow.
   for (int b = 0; b < 50; ++b) {

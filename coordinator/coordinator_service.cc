@@ -463,15 +463,23 @@ Result<Message> Coordinator::Service::get_split(WorkerRecord& w, const control::
                                         r.iteration(), job->id, next));
   }
   const uint64_t epochs = job->options.epochs();
-  if (epochs != 0 && r.iteration() >= epochs) {
-    // No new iteration. Earlier ones may still get splits back (a worker
-    // dying under --redelivery): stay around until they are complete.
+  const bool past_the_last = epochs != 0 && r.iteration() >= epochs;
+  // Under --redeliver a split of an earlier iteration comes back to the
+  // queue when its worker dies, until that iteration is complete. Its
+  // batches must reach the consumers, but by then batches of a later
+  // iteration, which a consumer keeps in its slots until its current one
+  // ends, could hold every slot: the job would hang. So a new iteration
+  // starts only once every earlier one is complete; past the last, workers
+  // stay around until then.
+  if (past_the_last || job->options.redeliver()) {
     for (const auto& [index, iteration] : job->iterations) {
       if (!state_.iteration_complete(*job, iteration)) {
         response->mutable_retry();
         return answer;
       }
     }
+  }
+  if (past_the_last) {
     response->mutable_end_of_job();
     return answer;
   }
@@ -535,6 +543,7 @@ Result<Message> Coordinator::Service::iteration_done(WorkerRecord& w,
     spdlog::info("coordinator: job {} ('{}') iteration {} complete: {} splits done, {} lost",
                  job->id, job->name, r.iteration(), it->second.units_done, it->second.units_lost);
     nudge_consumers(*job);
+    nudge_workers();  // those told to retry may start the next iteration
   }
   return ack();
 }

@@ -158,6 +158,50 @@ TEST(FaultTolerance, AWorkerKilledMidEpochWithRedeliveryLosesNothing) {
   EXPECT_EQ(out.stats.splits_lost, 0u);
 }
 
+TEST(FaultTolerance, AWorkerKilledAtTheEndOfAnEpochWithRedeliveryLosesNothing) {
+  Cluster cluster;
+  cluster.start_coordinator();
+  for (int i = 0; i < 3; ++i) cluster.start_worker(1);
+  auto client = cluster.client();
+  ASSERT_NE(client, nullptr);
+  constexpr uint64_t kEpochs = 2;
+  auto reader = client->open_reader({.job_name = "job",
+                                     .pipeline_spec = range_spec(kElements, kSplitSize, kBatch),
+                                     .redeliver = true,
+                                     .epochs = kEpochs});
+  ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
+  // Killed with a few splits of epoch 0 left: the others move on to epoch 1
+  // and fill this reader's slots with its batches, which it keeps until
+  // epoch 0 ends, while the dead worker's split of epoch 0 comes back.
+  constexpr uint64_t kKillAfter = kElements / kBatch - 30;
+  std::map<uint64_t, std::map<int64_t, int>> seen;  // epoch -> element -> times
+  uint64_t batches = 0;
+  std::set<uint64_t> producers;
+  bool killed = false;
+  while (true) {
+    auto next = (*reader)->next(20s);
+    if (!next.is_ok()) {
+      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
+          << next.status().to_string() << " after " << seen[0].size() << " elements of epoch 0 and "
+          << seen[1].size() << " of epoch 1\n"
+          << cluster.logs();
+      break;
+    }
+    if (!next->has_value()) continue;
+    for (int64_t i : indices_of(**next)) ++seen[(*next)->epoch()][i];
+    producers.insert((*next)->producer());
+    if (++batches >= kKillAfter && producers.size() == 3 && !killed) {
+      killed = true;
+      cluster.worker(1).kill_now(SIGKILL);
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  ASSERT_TRUE(killed) << cluster.logs();
+  for (uint64_t e = 0; e < kEpochs; ++e) {
+    EXPECT_EQ(seen[e].size(), kElements) << "epoch " << e << ": at least once, every element";
+  }
+}
+
 TEST(FaultTolerance, AWorkerFrozenPastItsTimeoutRejoinsAsANewWorker) {
   Cluster cluster;  // heartbeats every 100 ms, dead after 1 s of silence
   cluster.start_coordinator();

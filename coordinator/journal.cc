@@ -14,6 +14,7 @@
 
 #include "common/byte_codec.h"
 #include "common/crc32c.h"
+#include "pipeline/file_util.h"
 
 namespace stoker::coordinator {
 namespace {
@@ -58,6 +59,27 @@ Result<std::vector<std::byte>> read_file(int fd, const std::string& path) {
 
 uint32_t crc_of(std::span<const std::byte> bytes) { return mask_crc32c(crc32c(bytes)); }
 
+// Appends `payload`, framed, to `out`.
+void frame(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+  const size_t at = out.size();
+  out.resize(at + kRecordOverheadBytes + payload.size());
+  const auto record = std::span(out).subspan(at);
+  wire::ByteWriter w(record);
+  const auto length = static_cast<uint32_t>(payload.size());
+  w.put(length);
+  w.put(crc_of(record.first(4)));
+  w.put_bytes(payload);
+  w.put(crc_of(payload));
+}
+
+Status sync_dir(const std::string& dir) {
+  pipeline::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid() || ::fsync(fd.get()) != 0) {
+    return errno_status(fmt::format("fsync of the directory {}", dir));
+  }
+  return Status::ok();
+}
+
 bool all_zero(std::span<const std::byte> bytes) {
   for (std::byte b : bytes) {
     if (b != std::byte{0}) return false;
@@ -83,9 +105,13 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
   std::filesystem::create_directories(dir, ec);
   if (ec) return io_error(fmt::format("creating the work dir {}: {}", dir, ec.message()));
   const std::string path = (std::filesystem::path(dir) / "journal.log").string();
+  const std::string temporary = path + ".tmp";
+  if (std::filesystem::remove(temporary, ec)) {
+    spdlog::warn("journal {}: removed {}, a compaction that never took its place", path, temporary);
+  }
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return errno_status(fmt::format("opening the journal {}", path));
-  std::unique_ptr<Journal> journal(new Journal(path, fd, durability));
+  std::unique_ptr<Journal> journal(new Journal(dir, path, fd, durability));
   STOKER_ASSIGN_OR_RETURN(auto data, read_file(fd, path));
   ReplayStats local;
   ReplayStats& s = stats ? *stats : local;
@@ -200,13 +226,8 @@ Status Journal::append(std::span<const std::byte> payload) {
     return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
                                         payload.size(), kMaxRecordBytes));
   }
-  scratch_.resize(kRecordOverheadBytes + payload.size());
-  wire::ByteWriter w(scratch_);
-  const auto length = static_cast<uint32_t>(payload.size());
-  w.put(length);
-  w.put(crc_of(std::span(scratch_).first(4)));
-  w.put_bytes(payload);
-  w.put(crc_of(payload));
+  scratch_.clear();
+  frame(payload, scratch_);
   if (Status st = write_at(fd_, scratch_, size_, path_); !st.is_ok()) {
     // Part of the record may have reached the file (ENOSPC, EFBIG after a
     // short write). Cut it off: records appended after torn bytes would make
@@ -223,6 +244,58 @@ Status Journal::append(std::span<const std::byte> payload) {
   size_ += scratch_.size();
   ++appended_;
   dirty_ = true;
+  return Status::ok();
+}
+
+Status Journal::rewrite(std::span<const std::string> payloads) {
+  if (!usable_) return io_error(fmt::format("the journal {} is unusable", path_));
+  const std::string temporary = path_ + ".tmp";
+  pipeline::UniqueFd fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd.valid()) return errno_status(fmt::format("creating {}", temporary));
+  // The bytes written, header included.
+  const auto write_all = [&]() -> Result<uint64_t> {
+    // Written in pieces of a few MiB: a snapshot may be large.
+    constexpr size_t kChunk = size_t{4} << 20;
+    std::vector<std::byte> buffer = file_header();
+    uint64_t offset = 0;
+    const auto flush = [&]() -> Status {
+      STOKER_RETURN_IF_ERROR(write_at(fd.get(), buffer, offset, temporary));
+      offset += buffer.size();
+      buffer.clear();
+      return Status::ok();
+    };
+    for (const std::string& payload : payloads) {
+      if (payload.size() > kMaxRecordBytes) {
+        return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
+                                            payload.size(), kMaxRecordBytes));
+      }
+      frame(std::as_bytes(std::span(payload)), buffer);
+      if (buffer.size() >= kChunk) STOKER_RETURN_IF_ERROR(flush());
+    }
+    STOKER_RETURN_IF_ERROR(flush());
+    if (::fsync(fd.get()) != 0) return errno_status(fmt::format("fsync of {}", temporary));
+    return offset;
+  };
+  auto written = write_all();
+  Status st = written.status();
+  if (st.is_ok() && ::rename(temporary.c_str(), path_.c_str()) != 0) {
+    st = errno_status(fmt::format("renaming {} over {}", temporary, path_));
+  }
+  if (!st.is_ok()) {
+    std::error_code ec;
+    std::filesystem::remove(temporary, ec);
+    return st;
+  }
+  ::close(fd_);
+  fd_ = fd.release();
+  size_ = *written;
+  dirty_ = false;
+  // Until the directory is synced, a power loss may bring back the old
+  // journal, losing whatever is appended to the new one.
+  if (Status synced = sync_dir(dir_); !synced.is_ok()) {
+    usable_ = false;
+    return synced;
+  }
   return Status::ok();
 }
 

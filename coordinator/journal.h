@@ -6,6 +6,11 @@
 // crash in the middle of a write) is dropped with a warning and cut off; a
 // damaged record anywhere before the end refuses the start, naming the file
 // and the offset, because replaying past it would silently lose state.
+//
+// rewrite() replaces the whole journal (compaction): the new records go to
+// `<dir>/journal.log.tmp`, which is synced and renamed over journal.log, so a
+// crash leaves one journal or the other whole. open() removes a leftover
+// temporary file: its rename never happened, and journal.log is the journal.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +19,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "stoker/result.h"
 
@@ -57,6 +63,11 @@ class Journal {
   Status append(std::span<const std::byte> payload);
   // Makes every appended record durable (kSync), cheaply when nothing is new.
   Status sync();
+  // Replaces the journal with `payloads` (whatever the durability, durable
+  // on return); appends go on after them. On an error before the rename the
+  // old journal stays in use; after it (the directory cannot be synced) the
+  // journal is unusable.
+  Status rewrite(std::span<const std::string> payloads);
 
   const std::string& path() const { return path_; }
   uint64_t size() const { return size_; }
@@ -66,8 +77,9 @@ class Journal {
   bool usable() const { return usable_; }
 
  private:
-  Journal(std::string path, int fd, Durability durability)
-      : path_(std::move(path)), fd_(fd), durability_(durability) {}
+  Journal(std::string dir, std::string path, int fd, Durability durability)
+      : dir_(std::move(dir)), path_(std::move(path)), fd_(fd), durability_(durability) {}
+  std::string dir_;
   std::string path_;
   int fd_ = -1;
   Durability durability_;

@@ -1,7 +1,8 @@
 // The journal on real files: records replay in order; a torn last record
 // (the tail of a crashed write) is cut off with a warning and appends follow
 // the last good record; damage before the end refuses to start, naming the
-// file and the offset.
+// file and the offset. A rewrite (compaction) replaces the file whole or
+// not at all.
 #include "coordinator/journal.h"
 
 #include <fmt/format.h>
@@ -235,6 +236,74 @@ TEST_F(JournalTest, AFailedAppendIsCutOffAndLaterAppendsReplay) {
   ASSERT_TRUE(reopened.is_ok()) << reopened.status().to_string();
   EXPECT_FALSE(stats.torn_tail_dropped);
   EXPECT_EQ(replayed, (std::vector<std::string>{"first", "third"}));
+}
+
+TEST_F(JournalTest, ARewriteReplacesTheJournalAndAppendsFollowIt) {
+  write_records({"old 1", "old 2", "old 3"});
+  {
+    std::vector<std::string> replayed;
+    auto j = open(replayed);
+    ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+    const std::vector<std::string> snapshot{"new 1", std::string(5'000'000, 'y')};
+    ASSERT_TRUE((*j)->rewrite(snapshot).is_ok());
+    EXPECT_EQ((*j)->size(), contents().size());
+    const std::string more = "appended";
+    ASSERT_TRUE((*j)->append(std::as_bytes(std::span(more))).is_ok());
+  }
+  EXPECT_FALSE(std::filesystem::exists(path() + ".tmp"));
+  std::vector<std::string> replayed;
+  ReplayStats stats;
+  ASSERT_TRUE(open(replayed, &stats).is_ok());
+  EXPECT_FALSE(stats.torn_tail_dropped);
+  ASSERT_EQ(replayed.size(), 3u);
+  EXPECT_EQ(replayed[0], "new 1");
+  EXPECT_EQ(replayed[1].size(), 5'000'000u);
+  EXPECT_EQ(replayed[2], "appended");
+}
+
+// A crash after the snapshot was written but before the rename: the
+// temporary file is whole, and still not the journal.
+TEST_F(JournalTest, ATemporaryFileLeftByACrashBeforeTheRenameIsRemovedAtStart) {
+  write_records({"snapshot"});
+  std::filesystem::rename(path(), path() + ".tmp");
+  write_records({"old 1", "old 2"});
+  std::vector<std::string> replayed;
+  ReplayStats stats;
+  ASSERT_TRUE(open(replayed, &stats).is_ok());
+  EXPECT_EQ(replayed, (std::vector<std::string>{"old 1", "old 2"}));
+  EXPECT_FALSE(stats.torn_tail_dropped);
+  EXPECT_FALSE(std::filesystem::exists(path() + ".tmp"));
+}
+
+TEST_F(JournalTest, AFailedRewriteLeavesTheOldJournalInUse) {
+  write_records({"old 1", "old 2"});
+  std::vector<std::string> none;
+  auto j = open(none);
+  ASSERT_TRUE(j.is_ok()) << j.status().to_string();
+  const uint64_t size = (*j)->size();
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &saved), 0);
+  if (saved.rlim_cur != RLIM_INFINITY && saved.rlim_cur < 100'000) {
+    GTEST_SKIP() << "the file size limit is already below what the test needs";
+  }
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit limited = saved;
+  limited.rlim_cur = 50'000;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  const std::vector<std::string> snapshot{std::string(60'000, 'z')};
+  const Status failed = (*j)->rewrite(snapshot);
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &saved), 0);
+  std::signal(SIGXFSZ, old_handler);
+  ASSERT_FALSE(failed.is_ok());
+  EXPECT_TRUE((*j)->usable());
+  EXPECT_EQ((*j)->size(), size);
+  EXPECT_FALSE(std::filesystem::exists(path() + ".tmp"));
+  const std::string more = "old 3";
+  ASSERT_TRUE((*j)->append(std::as_bytes(std::span(more))).is_ok());
+  j->reset();
+  std::vector<std::string> replayed;
+  ASSERT_TRUE(open(replayed).is_ok());
+  EXPECT_EQ(replayed, (std::vector<std::string>{"old 1", "old 2", "old 3"}));
 }
 
 }  // namespace

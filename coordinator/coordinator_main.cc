@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   uint32_t liveness_ms = 0;
   uint32_t grace_ms = 0;
   uint32_t job_gc_s = 300;
+  uint64_t compaction_bytes = stoker::coordinator::CoordinatorOptions{}.journal_compaction_bytes;
   std::string durability = "sync";
   std::string log_level = "info";
   app.add_option("--host", host, "address to listen on");
@@ -40,6 +41,8 @@ int main(int argc, char** argv) {
                  "a peer whose connection failed is dead unless back this soon (default: 2 "
                  "heartbeats)");
   app.add_option("--job-gc-s", job_gc_s, "a named job without consumers this long is removed");
+  app.add_option("--journal-compaction-bytes", compaction_bytes,
+                 "compact the journal once it is past this size and twice its last snapshot");
   app.add_option("--durability", durability,
                  "sync: journal records reach the disk before answers (fdatasync); os: they "
                  "reach the OS (survives a crash of the process, not of the machine)")
@@ -59,6 +62,7 @@ int main(int argc, char** argv) {
   options.liveness_timeout = std::chrono::milliseconds(liveness_ms);
   options.reconnect_grace = std::chrono::milliseconds(grace_ms);
   options.job_gc_timeout = std::chrono::seconds(job_gc_s);
+  options.journal_compaction_bytes = compaction_bytes;
   if (!secret_file.empty()) {
     auto secret = stoker::control::ClusterSecret::load(secret_file);
     if (!secret.is_ok()) {

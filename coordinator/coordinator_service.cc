@@ -126,6 +126,10 @@ class Coordinator::Service : public control::ControlHandler {
   void nudge_consumers(const Job& job);
   void nudge(std::optional<uint64_t> connection);
   uint32_t suggested_workers() const;
+  // Retires the iterations of `job` no consumer can ask about any more.
+  void retire_iterations(const Job& job);
+  // Rewrites the journal as a snapshot of the state once it has grown enough.
+  void maybe_compact();
 
   CoordinatorOptions options_;
   CoordinatorState state_;
@@ -143,6 +147,8 @@ class Coordinator::Service : public control::ControlHandler {
   // connection may multiplex several (load generators do).
   std::map<control::ConnectionId, std::set<uint64_t>> workers_on_;
   std::map<control::ConnectionId, std::set<uint64_t>> consumers_on_;
+  // The journal's size after its last compaction (0: none since the start).
+  uint64_t snapshot_bytes_ = 0;
 };
 
 Status Coordinator::Service::start() {
@@ -453,11 +459,11 @@ Result<Message> Coordinator::Service::get_split(WorkerRecord& w, const control::
     STOKER_RETURN_IF_ERROR(assign(*job, index, *unit, w.id, r.request_id()));
     return give(index, unit->first, unit->second);
   }
-  if (job->iterations.contains(r.iteration())) {
+  if (job->iterations.contains(r.iteration()) || r.iteration() < job->retired_below) {
     response->mutable_end_of_iteration();
     return answer;
   }
-  const uint64_t next = job->iterations.empty() ? 0 : job->iterations.rbegin()->first + 1;
+  const uint64_t next = CoordinatorState::next_iteration(*job);
   if (r.iteration() != next) {
     return invalid_argument(fmt::format("iteration {} of job {} cannot start: the next is {}",
                                         r.iteration(), job->id, next));
@@ -504,6 +510,8 @@ Result<Message> Coordinator::Service::get_split(WorkerRecord& w, const control::
 Result<Message> Coordinator::Service::split_done(WorkerRecord& w, const control::SplitDone& r) {
   Job* job = state_.job(r.job_id());
   if (job == nullptr) return ack();  // the job is gone; nothing to account for
+  // A retired iteration was complete: every split was done or lost.
+  if (r.iteration() < job->retired_below) return ack();
   auto it = job->iterations.find(r.iteration());
   if (it == job->iterations.end()) return not_found("split_done for an unknown iteration");
   auto lane = it->second.lanes.find(r.lane());
@@ -529,7 +537,7 @@ Result<Message> Coordinator::Service::split_done(WorkerRecord& w, const control:
 Result<Message> Coordinator::Service::iteration_done(WorkerRecord& w,
                                                      const control::IterationDone& r) {
   Job* job = state_.job(r.job_id());
-  if (job == nullptr) return ack();
+  if (job == nullptr || r.iteration() < job->retired_below) return ack();
   auto it = job->iterations.find(r.iteration());
   if (it == job->iterations.end()) return not_found("iteration_done for an unknown iteration");
   JournalRecord record;
@@ -660,7 +668,7 @@ Result<Message> Coordinator::Service::join_job(control::ConnectionId connection,
     c = state_.consumer(joined->consumer_id());
     // A consumer joins the oldest iteration still in progress: batches of it
     // may come its way from now on.
-    c->iteration = job->iterations.empty() ? 0 : job->iterations.rbegin()->first;
+    c->iteration = job->iterations.empty() ? job->retired_below : job->iterations.rbegin()->first;
     for (const auto& [index, it] : job->iterations) {
       if (!state_.iteration_complete(*job, it)) {
         c->iteration = index;
@@ -727,6 +735,12 @@ Result<Message> Coordinator::Service::consumer_heartbeat(ConsumerRecord& c,
   response->set_state(beyond ? control::JOB_FINISHED : control::JOB_RUNNING);
   auto* status = response->mutable_status();
   status->set_iteration(r.iteration());
+  if (r.iteration() < job->retired_below) {
+    // Complete, but its counts are gone. No live consumer was reading it
+    // when it was retired (retire_iterations()), and consumers only move on.
+    status->set_complete(true);
+    return answer;
+  }
   auto it = job->iterations.find(r.iteration());
   if (it == job->iterations.end()) return answer;
   const Iteration& iteration = it->second;
@@ -867,6 +881,8 @@ void Coordinator::Service::on_tick() {
       idle_jobs.push_back(id);
     }
   }
+  for (const auto& [id, job] : state_.jobs()) retire_iterations(job);
+  maybe_compact();
   for (uint64_t id : idle_jobs) {
     JournalRecord record;
     record.mutable_job_removed()->set_job_id(id);
@@ -877,6 +893,67 @@ void Coordinator::Service::on_tick() {
     if (Status st = commit(record); !st.is_ok()) spdlog::error("{}", st.to_string());
     nudge_workers();
   }
+}
+
+void Coordinator::Service::retire_iterations(const Job& job) {
+  // An iteration is retired once it is complete and no live consumer of the
+  // job can ask about it again. A consumer asks about the iteration it reads
+  // (its heartbeats say which, and it only moves on), and it may still read
+  // one long after later ones completed (it keeps their batches for later):
+  // a later complete iteration proves nothing. A consumer restored from the
+  // journal says 0 until its first heartbeat, holding everything back until
+  // then. The newest iteration stays: a consumer joining now may start there.
+  if (job.iterations.empty()) return;
+  uint64_t below = job.iterations.rbegin()->first;
+  for (uint64_t id : job.consumers) {
+    if (auto c = state_.consumers().find(id); c != state_.consumers().end()) {
+      below = std::min(below, c->second.iteration);
+    }
+  }
+  for (const auto& [index, it] : job.iterations) {
+    if (index >= below) break;
+    if (!state_.iteration_complete(job, it)) {
+      below = index;
+      break;
+    }
+  }
+  if (below <= job.retired_below) return;
+  JournalRecord record;
+  record.mutable_iterations_retired()->set_job_id(job.id);
+  record.mutable_iterations_retired()->set_below(below);
+  if (Status st = commit(record); !st.is_ok()) {
+    spdlog::error("coordinator: retiring iterations of job {}: {}", job.id, st.to_string());
+    return;
+  }
+  spdlog::debug("coordinator: job {} retired its iterations below {}", job.id, below);
+}
+
+void Coordinator::Service::maybe_compact() {
+  const uint64_t before = journal_->size();
+  if (before <= std::max(options_.journal_compaction_bytes, 2 * snapshot_bytes_)) return;
+  const auto records = state_.snapshot();
+  std::vector<std::string> payloads(records.size());
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (!records[i].SerializeToString(&payloads[i])) {
+      spdlog::error("coordinator: serializing a snapshot record failed; the journal stays as is");
+      snapshot_bytes_ = before;  // not again before it doubles
+      return;
+    }
+  }
+  if (Status st = journal_->rewrite(payloads); !st.is_ok()) {
+    if (!journal_->usable()) {
+      spdlog::critical("coordinator: the compacted journal cannot be made durable: {}",
+                       st.to_string());
+      std::abort();
+    }
+    // The old journal is still whole and in use: try again once it doubles.
+    spdlog::error("coordinator: compacting the journal: {}", st.to_string());
+    snapshot_bytes_ = before;
+    return;
+  }
+  snapshot_bytes_ = journal_->size();
+  spdlog::info("coordinator: compacted the journal from {} to {} bytes ({} records)", before,
+               snapshot_bytes_, records.size());
 }
 
 void Coordinator::Service::nudge(std::optional<uint64_t> connection) {

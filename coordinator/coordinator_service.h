@@ -32,6 +32,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds reconnect_grace{0};
   // A named job without consumers for this long is removed.
   std::chrono::milliseconds job_gc_timeout{std::chrono::minutes(5)};
+  // The journal is compacted (rewritten as a snapshot of the state) once it
+  // is past this size and twice the size of its last snapshot.
+  uint64_t journal_compaction_bytes = uint64_t{64} << 20;
 };
 
 struct CoordinatorCounters {

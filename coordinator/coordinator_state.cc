@@ -164,6 +164,17 @@ Status CoordinatorState::apply(const JournalRecord& record) {
       it->second.participants.insert(r.worker_id());
       return Status::ok();
     }
+    case JournalRecord::kIterationsRetired:
+      return apply_iterations_retired(record.iterations_retired());
+    case JournalRecord::kIdCounters: {
+      const auto& r = record.id_counters();
+      next_worker_id_ = std::max(next_worker_id_, r.next_worker_id());
+      next_consumer_id_ = std::max(next_consumer_id_, r.next_consumer_id());
+      next_job_id_ = std::max(next_job_id_, r.next_job_id());
+      return Status::ok();
+    }
+    case JournalRecord::kIterationSnapshot:
+      return apply_iteration_snapshot(record.iteration_snapshot());
     case JournalRecord::CHANGE_NOT_SET:
       break;
   }
@@ -237,7 +248,7 @@ control::Split CoordinatorState::split_for(const Job& job, const Lane& lane, uin
 Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
   Job* j = job(r.job_id());
   if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", r.job_id()));
-  if (j->iterations.contains(r.iteration())) {
+  if (j->iterations.contains(r.iteration()) || r.iteration() < j->retired_below) {
     return internal_error(
         fmt::format("iteration {} of job {} started twice", r.iteration(), j->id));
   }
@@ -379,6 +390,155 @@ Status CoordinatorState::apply_split_requeued(const SplitRequeued& r) {
   return Status::ok();
 }
 
+Status CoordinatorState::apply_iterations_retired(const IterationsRetired& r) {
+  Job* j = job(r.job_id());
+  if (j == nullptr) return internal_error(fmt::format("retirement in unknown job {}", r.job_id()));
+  for (auto it = j->iterations.begin(); it != j->iterations.end() && it->first < r.below();) {
+    if (it->second.units_assigned != 0) {
+      return internal_error(
+          fmt::format("iteration {} of job {} retired with splits assigned", it->first, j->id));
+    }
+    it = j->iterations.erase(it);
+  }
+  j->retired_below = std::max(j->retired_below, r.below());
+  return Status::ok();
+}
+
+Status CoordinatorState::apply_iteration_snapshot(const IterationSnapshot& r) {
+  Job* j = job(r.job_id());
+  if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", r.job_id()));
+  if (j->iterations.contains(r.iteration()) || r.iteration() < j->retired_below) {
+    return internal_error(
+        fmt::format("iteration {} of job {} started twice", r.iteration(), j->id));
+  }
+  Iteration& it = j->iterations[r.iteration()];
+  it.index = r.iteration();
+  it.static_workers.assign(r.static_workers().begin(), r.static_workers().end());
+  it.participants.insert(r.participants().begin(), r.participants().end());
+  for (const auto& report : r.reported()) {
+    auto& counts = it.reported[report.worker_id()];
+    for (const auto& b : report.batches()) counts[b.consumer_id()] = b.batches();
+  }
+  for (const auto& l : r.lanes()) {
+    Lane& lane = it.lanes[l.lane()];
+    lane.owner = l.owner();
+    lane.data_index = l.data_index();
+    lane.data_count = l.data_count();
+    lane.units.reserve(static_cast<size_t>(l.pending_size() + l.units_size()));
+    for (uint64_t split : l.pending()) {
+      if (split >= j->splits.size()) {
+        return internal_error(fmt::format("a bad unit in a snapshot of job {}", j->id));
+      }
+      lane.pending.push_back(split);
+      lane.units.emplace(split, SplitUnit{});
+    }
+    for (const auto& u : l.units()) {
+      const auto state = static_cast<SplitUnit::State>(u.state());
+      if (u.split_id() >= j->splits.size() || state == SplitUnit::State::kPending ||
+          u.state() > static_cast<uint32_t>(SplitUnit::State::kLost)) {
+        return internal_error(fmt::format("a bad unit in a snapshot of job {}", j->id));
+      }
+      lane.units[u.split_id()] = {state, u.worker_id(), u.request_id()};
+      if (state == SplitUnit::State::kDone) ++it.units_done;
+      if (state == SplitUnit::State::kLost) ++it.units_lost;
+      if (state == SplitUnit::State::kAssigned) {
+        ++it.units_assigned;
+        if (u.request_id() != 0) {
+          j->requests[{u.worker_id(), u.request_id()}] = {it.index, l.lane(), u.split_id()};
+        }
+      }
+    }
+    it.units_total += lane.units.size();
+  }
+  return Status::ok();
+}
+
+std::vector<JournalRecord> CoordinatorState::snapshot() const {
+  std::vector<JournalRecord> out;
+  const auto add = [&] { return &out.emplace_back(); };
+  // Workers first, the dead ones removed before any job exists: the removal
+  // then changes nothing else, and the iterations below say what it did.
+  for (const auto& [id, w] : workers_) {
+    auto* r = add()->mutable_worker_registered();
+    r->set_worker_id(id);
+    r->set_name(w.name);
+    r->set_address(w.address);
+    r->set_threads(w.threads);
+    if (!w.alive) add()->mutable_worker_removed()->set_worker_id(id);
+  }
+  for (const auto& [id, j] : jobs_) {
+    auto* created = add()->mutable_job_created();
+    created->set_job_id(id);
+    created->set_name(j.name);
+    created->set_pipeline_spec(j.pipeline_spec);
+    created->set_fingerprint(j.fingerprint);
+    *created->mutable_options() = j.options;
+    for (const auto& s : j.splits) *created->add_splits() = s;
+    created->set_shuffle_seed(j.shuffle_seed);
+    if (j.failed) {
+      auto* failed = add()->mutable_job_failed();
+      failed->set_job_id(id);
+      failed->set_error(j.error.message());
+      failed->set_code(static_cast<uint32_t>(j.error.code()));
+    }
+    if (j.retired_below > 0) {
+      auto* retired = add()->mutable_iterations_retired();
+      retired->set_job_id(id);
+      retired->set_below(j.retired_below);
+    }
+    for (uint64_t cid : j.consumers) {
+      const ConsumerRecord& c = consumers_.at(cid);
+      auto* joined = add()->mutable_consumer_joined();
+      joined->set_consumer_id(cid);
+      joined->set_job_id(id);
+      joined->set_name(c.name);
+      joined->set_address(c.address);
+      joined->set_access_token(c.access_token);
+    }
+    for (const auto& [index, it] : j.iterations) {
+      auto* s = add()->mutable_iteration_snapshot();
+      s->set_job_id(id);
+      s->set_iteration(index);
+      for (uint64_t w : it.static_workers) s->add_static_workers(w);
+      for (uint64_t w : it.participants) s->add_participants(w);
+      for (const auto& [w, counts] : it.reported) {
+        auto* report = s->add_reported();
+        report->set_worker_id(w);
+        for (const auto& [cid, batches] : counts) {
+          auto* b = report->add_batches();
+          b->set_consumer_id(cid);
+          b->set_batches(batches);
+        }
+      }
+      for (const auto& [lane_id, lane] : it.lanes) {
+        auto* l = s->add_lanes();
+        l->set_lane(lane_id);
+        l->set_owner(lane.owner);
+        l->set_data_index(lane.data_index);
+        l->set_data_count(lane.data_count);
+        for (uint64_t split : lane.pending) l->add_pending(split);
+        // In split order: the same state always makes the same snapshot.
+        std::map<uint64_t, const SplitUnit*> units;
+        for (const auto& [split, unit] : lane.units) {
+          if (unit.state != SplitUnit::State::kPending) units.emplace(split, &unit);
+        }
+        for (const auto& [split, unit] : units) {
+          auto* u = l->add_units();
+          u->set_split_id(split);
+          u->set_state(static_cast<uint32_t>(unit->state));
+          u->set_worker_id(unit->worker);
+          u->set_request_id(unit->request_id);
+        }
+      }
+    }
+  }
+  auto* counters = add()->mutable_id_counters();
+  counters->set_next_worker_id(next_worker_id_);
+  counters->set_next_consumer_id(next_consumer_id_);
+  counters->set_next_job_id(next_job_id_);
+  return out;
+}
+
 bool CoordinatorState::iteration_complete(const Job& /*job*/, const Iteration& it) const {
   // Asked on every consumer heartbeat; the answer changes only with the state.
   if (it.complete_at_version == version_) return it.complete;
@@ -398,11 +558,15 @@ bool CoordinatorState::iteration_complete(const Job& /*job*/, const Iteration& i
 
 bool CoordinatorState::job_finished(const Job& job) const {
   if (job.options.epochs() == 0) return false;
-  for (uint64_t e = 0; e < job.options.epochs(); ++e) {
+  for (uint64_t e = job.retired_below; e < job.options.epochs(); ++e) {
     auto it = job.iterations.find(e);
     if (it == job.iterations.end() || !iteration_complete(job, it->second)) return false;
   }
   return true;
+}
+
+uint64_t CoordinatorState::next_iteration(const Job& job) {
+  return job.iterations.empty() ? job.retired_below : job.iterations.rbegin()->first + 1;
 }
 
 std::optional<std::pair<uint64_t, uint64_t>> CoordinatorState::next_unit(const Job& job,

@@ -82,6 +82,9 @@ struct Job {
   std::vector<control::Split> splits;
   uint64_t shuffle_seed = 0;
   std::map<uint64_t, Iteration> iterations;
+  // Iterations below this were complete and are retired (IterationsRetired):
+  // gone from `iterations`, and answered for as complete.
+  uint64_t retired_below = 0;
   // (worker, request id) -> the unit that GetSplit attempt got, while it is
   // assigned to that worker. Each of a worker's pipeline threads asks with
   // its own request ids, so a retry must find its unit among all of the
@@ -143,8 +146,10 @@ class CoordinatorState {
 
   // Every split is done or lost, and every live participant has reported.
   bool iteration_complete(const Job& job, const Iteration& iteration) const;
-  // epochs > 0 and every epoch's iteration exists and is complete.
+  // epochs > 0 and every epoch's iteration exists and is complete (or retired).
   bool job_finished(const Job& job) const;
+  // The index the job's next iteration will have.
+  static uint64_t next_iteration(const Job& job);
   // The next pending unit worker `w` may take from iteration `it`: its own
   // lane (or the shared one) first, then lanes of dead workers (redelivery).
   std::optional<std::pair<uint64_t, uint64_t>> next_unit(const Job& job, const Iteration& it,
@@ -158,6 +163,11 @@ class CoordinatorState {
   control::Split split_for(const Job& job, const Lane& lane, uint64_t lane_id,
                            uint64_t split) const;
 
+  // The fewest records that rebuild this state when applied to an empty one
+  // (a compacted journal). Dead consumers are left out: nothing refers to
+  // them, and they can never come back.
+  std::vector<JournalRecord> snapshot() const;
+
  private:
   Status apply_worker_removed(const WorkerRemoved& r);
   Status apply_iteration_started(const IterationStarted& r);
@@ -167,6 +177,8 @@ class CoordinatorState {
   Status apply_split_assigned(const SplitAssigned& r);
   Status apply_split_done(const SplitDone& r);
   Status apply_split_requeued(const SplitRequeued& r);
+  Status apply_iterations_retired(const IterationsRetired& r);
+  Status apply_iteration_snapshot(const IterationSnapshot& r);
   // The unit `ref` of `job` is no longer assigned to the worker in `unit`:
   // a retry of the attempt that got it must not get it again.
   static void forget_request(Job& job, const SplitUnit& unit, const UnitRef& ref);

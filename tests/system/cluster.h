@@ -44,6 +44,7 @@ struct ClusterOptions {
   uint32_t reconnect_grace_ms = 300;
   std::string durability = "os";
   std::string secret_file;
+  uint64_t journal_compaction_bytes = 0;  // 0: the coordinator's default
 };
 
 class Cluster {
@@ -86,6 +87,10 @@ class Cluster {
     if (!options_.secret_file.empty()) {
       argv.push_back("--secret-file");
       argv.push_back(options_.secret_file);
+    }
+    if (options_.journal_compaction_bytes != 0) {
+      argv.push_back("--journal-compaction-bytes");
+      argv.push_back(std::to_string(options_.journal_compaction_bytes));
     }
     const auto log = (dir_ / fmt::format("coordinator-{}.log", coordinator_starts_++)).string();
     coordinator_ = std::make_unique<ChildProcess>(argv, log);

@@ -37,12 +37,6 @@ struct CoordinatorOptions {
   uint64_t journal_compaction_bytes = uint64_t{64} << 20;
 };
 
-struct CoordinatorCounters {
-  uint64_t journal_records = 0;
-  uint64_t journal_bytes = 0;
-  uint64_t replayed_records = 0;
-};
-
 class Coordinator {
  public:
   // Replays the journal in work_dir, then starts serving.

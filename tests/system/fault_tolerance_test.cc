@@ -1,7 +1,8 @@
 // Failures with real processes: a worker killed with SIGKILL mid-epoch (at
 // most once by default, at least once with redelivery), the coordinator
 // killed and restarted mid-epoch (exactly once), and a reader closed,
-// killed or frozen mid-epoch while another goes on.
+// killed or frozen mid-epoch while another goes on, and a worker or a
+// reader frozen past its liveness timeout and thawed.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -341,6 +342,29 @@ TEST(FaultTolerance, AFrozenReaderDoesNotStopItsWorkersHeartbeats) {
   EXPECT_NE(log.find("no heartbeat"), std::string::npos) << "the frozen reader was never dropped";
   EXPECT_EQ(log.find("is dead"), std::string::npos) << cluster.logs();
   frozen.process().kill_now(SIGKILL);
+}
+
+TEST(FaultTolerance, AReaderFrozenPastItsTimeoutFailsPreciselyWhenItThaws) {
+  Cluster cluster;  // heartbeats every 100 ms, dead after 1 s of silence
+  cluster.start_coordinator();
+  cluster.start_worker(1);
+  ReaderProcess frozen(cluster, range_spec(kElements, kSplitSize, kBatch), "frozen-reader");
+  ASSERT_TRUE(frozen.wait_for(1)) << "the reader never read\n" << cluster.logs();
+  frozen.process().kill_now(SIGSTOP);
+  // Thawed once the coordinator has dropped it: its batches have gone
+  // elsewhere or are lost, so it must not go on as if nothing happened.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (cluster.coordinator().log().find("no heartbeat") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  frozen.process().kill_now(SIGCONT);
+  ASSERT_NE(cluster.coordinator().log().find("left job"), std::string::npos) << cluster.logs();
+  const auto exit_code = frozen.process().wait(10s);
+  ASSERT_TRUE(exit_code.has_value()) << "the thawed reader hangs\n" << frozen.process().log();
+  EXPECT_EQ(*exit_code, 1) << frozen.process().log();
+  EXPECT_NE(frozen.process().log().find("was declared dead"), std::string::npos)
+      << frozen.process().log();
 }
 
 }  // namespace

@@ -34,6 +34,9 @@ int main(int argc, char** argv) {
   app.add_option("--epochs", epochs, "epochs to read (0: until interrupted)");
   app.add_option("--sharding", sharding, "off, dynamic, file or data")
       ->check(CLI::IsMember({"off", "dynamic", "file", "data"}));
+  bool redeliver = false;
+  app.add_flag("--redeliver", redeliver,
+               "at least once: a dead worker's splits go to the others (default: at most once)");
   app.add_option("--slots", slots, "landing slots");
   app.add_option("--credits", credits, "credits per worker");
   app.add_option("--secret-file", secret_file, "the cluster secret, if the cluster has one");
@@ -67,6 +70,7 @@ int main(int argc, char** argv) {
   auto reader = (*client)->open_reader({.job_name = job,
                                         .pipeline_spec = spec.str(),
                                         .sharding = mode,
+                                        .redeliver = redeliver,
                                         .epochs = epochs,
                                         .slots = slots,
                                         .credits_per_worker = credits,

@@ -269,7 +269,10 @@ void WorkerDaemon::Impl::heartbeat_loop() {
         // Applied every time, also unchanged: links that failed are retried.
         assignment_pending_ = true;
         assignment_cv_.notify_all();
-      } else if (!answer.is_ok() && answer.status().code() == StatusCode::kNotFound) {
+      } else if (!answer.is_ok() && answer.status().code() == StatusCode::kNotFound &&
+                 hb->worker_id() == worker_id_.load()) {
+        // (Not when the session registered anew while this heartbeat, sent
+        // with the old id, waited for the reconnection.)
         forget_registration(answer.status());
         continue;  // registers anew at once
       } else if (!answer.is_ok()) {

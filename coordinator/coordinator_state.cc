@@ -245,15 +245,22 @@ control::Split CoordinatorState::split_for(const Job& job, const Lane& lane, uin
   return out;
 }
 
-Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
-  Job* j = job(r.job_id());
-  if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", r.job_id()));
-  if (j->iterations.contains(r.iteration()) || r.iteration() < j->retired_below) {
-    return internal_error(
-        fmt::format("iteration {} of job {} started twice", r.iteration(), j->id));
+Result<std::pair<Job*, Iteration*>> CoordinatorState::start_iteration(uint64_t job_id,
+                                                                      uint64_t index) {
+  Job* j = job(job_id);
+  if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", job_id));
+  if (j->iterations.contains(index) || index < j->retired_below) {
+    return internal_error(fmt::format("iteration {} of job {} started twice", index, j->id));
   }
-  Iteration& it = j->iterations[r.iteration()];
-  it.index = r.iteration();
+  Iteration& it = j->iterations[index];
+  it.index = index;
+  return std::pair{j, &it};
+}
+
+Status CoordinatorState::apply_iteration_started(const IterationStarted& r) {
+  STOKER_ASSIGN_OR_RETURN(auto started, start_iteration(r.job_id(), r.iteration()));
+  Job* j = started.first;
+  Iteration& it = *started.second;
   it.static_workers.assign(r.workers().begin(), r.workers().end());
   switch (j->options.sharding()) {
     case control::SHARDING_FILE: {
@@ -405,14 +412,9 @@ Status CoordinatorState::apply_iterations_retired(const IterationsRetired& r) {
 }
 
 Status CoordinatorState::apply_iteration_snapshot(const IterationSnapshot& r) {
-  Job* j = job(r.job_id());
-  if (j == nullptr) return internal_error(fmt::format("iteration of unknown job {}", r.job_id()));
-  if (j->iterations.contains(r.iteration()) || r.iteration() < j->retired_below) {
-    return internal_error(
-        fmt::format("iteration {} of job {} started twice", r.iteration(), j->id));
-  }
-  Iteration& it = j->iterations[r.iteration()];
-  it.index = r.iteration();
+  STOKER_ASSIGN_OR_RETURN(auto started, start_iteration(r.job_id(), r.iteration()));
+  Job* j = started.first;
+  Iteration& it = *started.second;
   it.static_workers.assign(r.static_workers().begin(), r.static_workers().end());
   it.participants.insert(r.participants().begin(), r.participants().end());
   for (const auto& report : r.reported()) {

@@ -170,6 +170,9 @@ class CoordinatorState {
 
  private:
   Status apply_worker_removed(const WorkerRemoved& r);
+  // A new, empty iteration `index` of job `job_id`: an error for an unknown
+  // job or an iteration that exists or was retired.
+  Result<std::pair<Job*, Iteration*>> start_iteration(uint64_t job_id, uint64_t index);
   Status apply_iteration_started(const IterationStarted& r);
   // Opens a lane holding the job's splits `ids` (every split, when empty),
   // in the job's hand-out order for the iteration.

@@ -4,11 +4,13 @@
 // the snapshot, replayed into an empty state, must rebuild every field that
 // is not volatile, in memory and through a compacted journal on disk.
 #include <fmt/format.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -429,6 +431,49 @@ TEST(Retirement, AnIterationWithSplitsAssignedIsNotRetired) {
   r.mutable_iterations_retired()->set_job_id(1);
   r.mutable_iterations_retired()->set_below(1);
   EXPECT_FALSE(h.state().apply(r).is_ok());
+}
+
+TEST(Snapshot, AnIterationSnapshotNamingUnitsThatCannotBeIsRefused) {
+  History h;
+  h.register_worker(1);
+  h.create_job(1, control::SHARDING_DYNAMIC, false, 3, 0);  // splits 0-3
+  // Each case its own iteration: a refused record may leave part of one
+  // behind (replay stops there, so nothing uses it).
+  uint64_t next_iteration = 0;
+  const auto apply = [&](const std::function<void(IterationSnapshot&)>& spoil) {
+    JournalRecord r;
+    IterationSnapshot& snapshot = *r.mutable_iteration_snapshot();
+    snapshot.set_job_id(1);
+    snapshot.set_iteration(next_iteration++);
+    auto* lane = snapshot.add_lanes();
+    lane->add_pending(0);
+    auto* unit = lane->add_units();
+    unit->set_split_id(1);
+    unit->set_state(static_cast<uint32_t>(SplitUnit::State::kDone));
+    unit->set_worker_id(1);
+    spoil(snapshot);
+    const Status st = h.state().apply(r);
+    return st.is_ok() ? std::string("taken") : st.message();
+  };
+  // The record unspoilt is taken: each refusal below is of what it spoils.
+  EXPECT_EQ(apply([](IterationSnapshot&) {}), "taken");
+  const auto bad_unit = ::testing::HasSubstr("a bad unit in a snapshot of job 1");
+  EXPECT_THAT(apply([](IterationSnapshot& r) { r.mutable_lanes(0)->set_pending(0, 4); }), bad_unit);
+  EXPECT_THAT(
+      apply([](IterationSnapshot& r) { r.mutable_lanes(0)->mutable_units(0)->set_split_id(4); }),
+      bad_unit);
+  EXPECT_THAT(
+      apply([](IterationSnapshot& r) { r.mutable_lanes(0)->mutable_units(0)->set_state(9); }),
+      bad_unit);
+  EXPECT_THAT(apply([](IterationSnapshot& r) {
+                r.mutable_lanes(0)->mutable_units(0)->set_state(
+                    static_cast<uint32_t>(SplitUnit::State::kPending));
+              }),
+              bad_unit);
+  EXPECT_THAT(apply([](IterationSnapshot& r) { r.set_iteration(0); }),
+              ::testing::HasSubstr("iteration 0 of job 1 started twice"));
+  EXPECT_THAT(apply([](IterationSnapshot& r) { r.set_job_id(7); }),
+              ::testing::HasSubstr("iteration of unknown job 7"));
 }
 
 }  // namespace

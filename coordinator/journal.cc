@@ -14,7 +14,7 @@
 
 #include "common/byte_codec.h"
 #include "common/crc32c.h"
-#include "pipeline/file_util.h"
+#include "common/unique_fd.h"
 
 namespace stoker::coordinator {
 namespace {
@@ -73,7 +73,7 @@ void frame(std::span<const std::byte> payload, std::vector<std::byte>& out) {
 }
 
 Status sync_dir(const std::string& dir) {
-  pipeline::UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid() || ::fsync(fd.get()) != 0) {
     return errno_status(fmt::format("fsync of the directory {}", dir));
   }
@@ -250,7 +250,7 @@ Status Journal::append(std::span<const std::byte> payload) {
 Status Journal::rewrite(std::span<const std::string> payloads) {
   if (!usable_) return io_error(fmt::format("the journal {} is unusable", path_));
   const std::string temporary = path_ + ".tmp";
-  pipeline::UniqueFd fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  UniqueFd fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return errno_status(fmt::format("creating {}", temporary));
   // The bytes written, header included.
   const auto write_all = [&]() -> Result<uint64_t> {

@@ -36,11 +36,6 @@ class GlobResult {
 
 }  // namespace
 
-void UniqueFd::reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
 Result<FileStat> stat_file(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return errno_status("cannot stat", path, errno);

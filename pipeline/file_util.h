@@ -1,6 +1,6 @@
-// Files for pipelines: RAII descriptors, windowed reads (a shard is streamed,
-// never loaded whole), glob resolution of the spec's file lists, and atomic
-// writes for index files.
+// Files for pipelines: windowed reads (a shard is streamed, never loaded
+// whole), glob resolution of the spec's file lists, and atomic writes for
+// index files.
 #pragma once
 
 #include <cstddef>
@@ -11,34 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "stoker/result.h"
 
 namespace stoker::pipeline {
-
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  ~UniqueFd() { reset(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset();
-  // Gives up ownership without closing.
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_ = -1;
-};
 
 struct FileStat {
   uint64_t size = 0;

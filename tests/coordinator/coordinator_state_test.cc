@@ -10,6 +10,8 @@
 #include <ostream>
 #include <vector>
 
+#include "tests/coordinator/journal_history.h"
+
 namespace stoker::coordinator {
 
 void PrintTo(const UnitRef& unit, std::ostream* out) {
@@ -22,106 +24,20 @@ namespace {
 constexpr uint64_t kJob = 1;
 constexpr uint64_t kConsumer = 1;
 
-// Applies records to a state and keeps them for a replay.
-class Scenario {
+// One dynamic job (kJob) read by one consumer (kConsumer), in its iteration 0.
+class Scenario : public History {
  public:
-  void apply(const JournalRecord& record) {
-    ASSERT_TRUE(state_.apply(record).is_ok()) << record.DebugString();
-    records_.push_back(record);
-  }
-  // A fresh state rebuilt from every record applied so far.
-  CoordinatorState replayed() const {
-    CoordinatorState state;
-    for (const auto& record : records_) EXPECT_TRUE(state.apply(record).is_ok());
-    return state;
-  }
-  CoordinatorState& state() { return state_; }
-
-  void register_worker(uint64_t id) {
-    JournalRecord record;
-    record.mutable_worker_registered()->set_worker_id(id);
-    apply(record);
-  }
-  void remove_worker(uint64_t id) {
-    JournalRecord record;
-    record.mutable_worker_removed()->set_worker_id(id);
-    apply(record);
-  }
   void create_job(uint64_t splits, bool redeliver) {
-    JournalRecord record;
-    auto* created = record.mutable_job_created();
-    created->set_job_id(kJob);
-    created->set_name("job");
-    created->mutable_options()->set_sharding(control::SHARDING_DYNAMIC);
-    created->mutable_options()->set_redeliver(redeliver);
-    for (uint64_t i = 0; i < splits; ++i) {
-      auto* split = created->add_splits();
-      split->set_id(i);
-      split->set_begin(i * 10);
-      split->set_end(i * 10 + 10);
-    }
-    apply(record);
-    JournalRecord joined;
-    joined.mutable_consumer_joined()->set_consumer_id(kConsumer);
-    joined.mutable_consumer_joined()->set_job_id(kJob);
-    apply(joined);
-    JournalRecord started;
-    started.mutable_iteration_started()->set_job_id(kJob);
-    started.mutable_iteration_started()->set_iteration(0);
-    apply(started);
+    History::create_job(kJob, control::SHARDING_DYNAMIC, redeliver, splits, /*seed=*/0);
+    join(kConsumer, kJob);
+    start(kJob, 0);
   }
-  // Assigns worker `w` the next unit of iteration 0, as get_split would.
   UnitRef assign(uint64_t w, uint64_t request_id) {
-    const Job& job = *state_.job(kJob);
-    const auto unit = state_.next_unit(job, job.iterations.at(0), w);
-    EXPECT_TRUE(unit.has_value());
-    if (!unit) return {};
-    JournalRecord record;
-    auto* assigned = record.mutable_split_assigned();
-    assigned->set_job_id(kJob);
-    assigned->set_iteration(0);
-    assigned->set_lane(unit->first);
-    assigned->set_split_id(unit->second);
-    assigned->set_worker_id(w);
-    assigned->set_request_id(request_id);
-    apply(record);
-    return {0, unit->first, unit->second};
+    return History::assign(kJob, 0, w, request_id);
   }
-  void done(uint64_t w, const UnitRef& unit) {
-    JournalRecord record;
-    auto* done = record.mutable_split_done();
-    done->set_job_id(kJob);
-    done->set_iteration(unit.iteration);
-    done->set_lane(unit.lane);
-    done->set_split_id(unit.split);
-    done->set_worker_id(w);
-    apply(record);
-  }
-  void requeue(uint64_t w, const UnitRef& unit) {
-    JournalRecord record;
-    auto* requeued = record.mutable_split_requeued();
-    requeued->set_job_id(kJob);
-    requeued->set_iteration(unit.iteration);
-    requeued->set_lane(unit.lane);
-    requeued->set_split_id(unit.split);
-    requeued->set_worker_id(w);
-    apply(record);
-  }
-  void report(uint64_t w, uint64_t batches) {
-    JournalRecord record;
-    auto* reported = record.mutable_iteration_reported();
-    reported->set_job_id(kJob);
-    reported->set_iteration(0);
-    reported->set_worker_id(w);
-    auto* count = reported->add_batches();
-    count->set_consumer_id(kConsumer);
-    count->set_batches(batches);
-    apply(record);
-  }
-
- private:
-  CoordinatorState state_;
-  std::vector<JournalRecord> records_;
+  void done(uint64_t w, const UnitRef& unit) { History::done(kJob, w, unit); }
+  void requeue(uint64_t w, const UnitRef& unit) { History::requeue(kJob, w, unit); }
+  void report(uint64_t w, uint64_t batches) { History::report(kJob, 0, w, {{kConsumer, batches}}); }
 };
 
 std::optional<UnitRef> unit_for(CoordinatorState& state, uint64_t w, uint64_t request_id) {

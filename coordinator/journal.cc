@@ -59,8 +59,12 @@ Result<std::vector<std::byte>> read_file(int fd, const std::string& path) {
 
 uint32_t crc_of(std::span<const std::byte> bytes) { return mask_crc32c(crc32c(bytes)); }
 
-// Appends `payload`, framed, to `out`.
-void frame(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+// Appends `payload`, framed, to `out`; refuses one above the record limit.
+Status frame(std::span<const std::byte> payload, std::vector<std::byte>& out) {
+  if (payload.size() > kMaxRecordBytes) {
+    return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
+                                        payload.size(), kMaxRecordBytes));
+  }
   const size_t at = out.size();
   out.resize(at + kRecordOverheadBytes + payload.size());
   const auto record = std::span(out).subspan(at);
@@ -70,6 +74,7 @@ void frame(std::span<const std::byte> payload, std::vector<std::byte>& out) {
   w.put(crc_of(record.first(4)));
   w.put_bytes(payload);
   w.put(crc_of(payload));
+  return Status::ok();
 }
 
 Status sync_dir(const std::string& dir) {
@@ -97,6 +102,28 @@ std::vector<std::byte> file_header() {
   return h;
 }
 
+// Writes a whole journal, header and `payloads`, to the empty file `fd` and
+// syncs it; the bytes written. In pieces of a few MiB: a snapshot may be large.
+Result<uint64_t> write_journal(int fd, std::span<const std::string> payloads,
+                               const std::string& path) {
+  constexpr size_t kChunk = size_t{4} << 20;
+  std::vector<std::byte> buffer = file_header();
+  uint64_t offset = 0;
+  const auto flush = [&] {
+    Status st = write_at(fd, buffer, offset, path);
+    offset += buffer.size();
+    buffer.clear();
+    return st;
+  };
+  for (const std::string& payload : payloads) {
+    STOKER_RETURN_IF_ERROR(frame(std::as_bytes(std::span(payload)), buffer));
+    if (buffer.size() >= kChunk) STOKER_RETURN_IF_ERROR(flush());
+  }
+  STOKER_RETURN_IF_ERROR(flush());
+  if (::fsync(fd) != 0) return errno_status(fmt::format("fsync of {}", path));
+  return offset;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durability durability,
@@ -109,9 +136,10 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
   if (std::filesystem::remove(temporary, ec)) {
     spdlog::warn("journal {}: removed {}, a compaction that never took its place", path, temporary);
   }
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return errno_status(fmt::format("opening the journal {}", path));
-  std::unique_ptr<Journal> journal(new Journal(dir, path, fd, durability));
+  UniqueFd owned(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!owned.valid()) return errno_status(fmt::format("opening the journal {}", path));
+  const int fd = owned.get();
+  std::unique_ptr<Journal> journal(new Journal(dir, path, std::move(owned), durability));
   STOKER_ASSIGN_OR_RETURN(auto data, read_file(fd, path));
   ReplayStats local;
   ReplayStats& s = stats ? *stats : local;
@@ -209,10 +237,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const std::string& dir, Durabilit
 }
 
 Journal::~Journal() {
-  if (fd_ >= 0) {
-    (void)sync();
-    ::close(fd_);
-  }
+  if (fd_.valid()) (void)sync();
 }
 
 Status Journal::append(std::span<const std::byte> payload) {
@@ -222,17 +247,13 @@ Status Journal::append(std::span<const std::byte> payload) {
         "off",
         path_));
   }
-  if (payload.size() > kMaxRecordBytes) {
-    return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
-                                        payload.size(), kMaxRecordBytes));
-  }
   scratch_.clear();
-  frame(payload, scratch_);
-  if (Status st = write_at(fd_, scratch_, size_, path_); !st.is_ok()) {
+  STOKER_RETURN_IF_ERROR(frame(payload, scratch_));
+  if (Status st = write_at(fd_.get(), scratch_, size_, path_); !st.is_ok()) {
     // Part of the record may have reached the file (ENOSPC, EFBIG after a
     // short write). Cut it off: records appended after torn bytes would make
     // the next start refuse the whole journal as damaged.
-    if (::ftruncate(fd_, static_cast<off_t>(size_)) != 0) {
+    if (::ftruncate(fd_.get(), static_cast<off_t>(size_)) != 0) {
       usable_ = false;
       return errno_status(
           fmt::format("cutting a failed append off the journal {} at offset {} ({}); the journal "
@@ -252,31 +273,7 @@ Status Journal::rewrite(std::span<const std::string> payloads) {
   const std::string temporary = path_ + ".tmp";
   UniqueFd fd(::open(temporary.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
   if (!fd.valid()) return errno_status(fmt::format("creating {}", temporary));
-  // The bytes written, header included.
-  const auto write_all = [&]() -> Result<uint64_t> {
-    // Written in pieces of a few MiB: a snapshot may be large.
-    constexpr size_t kChunk = size_t{4} << 20;
-    std::vector<std::byte> buffer = file_header();
-    uint64_t offset = 0;
-    const auto flush = [&]() -> Status {
-      STOKER_RETURN_IF_ERROR(write_at(fd.get(), buffer, offset, temporary));
-      offset += buffer.size();
-      buffer.clear();
-      return Status::ok();
-    };
-    for (const std::string& payload : payloads) {
-      if (payload.size() > kMaxRecordBytes) {
-        return invalid_argument(fmt::format("journal record of {} bytes exceeds the {}-byte limit",
-                                            payload.size(), kMaxRecordBytes));
-      }
-      frame(std::as_bytes(std::span(payload)), buffer);
-      if (buffer.size() >= kChunk) STOKER_RETURN_IF_ERROR(flush());
-    }
-    STOKER_RETURN_IF_ERROR(flush());
-    if (::fsync(fd.get()) != 0) return errno_status(fmt::format("fsync of {}", temporary));
-    return offset;
-  };
-  auto written = write_all();
+  auto written = write_journal(fd.get(), payloads, temporary);
   Status st = written.status();
   if (st.is_ok() && ::rename(temporary.c_str(), path_.c_str()) != 0) {
     st = errno_status(fmt::format("renaming {} over {}", temporary, path_));
@@ -286,8 +283,7 @@ Status Journal::rewrite(std::span<const std::string> payloads) {
     std::filesystem::remove(temporary, ec);
     return st;
   }
-  ::close(fd_);
-  fd_ = fd.release();
+  fd_ = std::move(fd);
   size_ = *written;
   dirty_ = false;
   // Until the directory is synced, a power loss may bring back the old
@@ -301,7 +297,7 @@ Status Journal::rewrite(std::span<const std::string> payloads) {
 
 Status Journal::sync() {
   if (!dirty_ || durability_ != Durability::kSync) return Status::ok();
-  if (::fdatasync(fd_) != 0) return errno_status(fmt::format("fdatasync of {}", path_));
+  if (::fdatasync(fd_.get()) != 0) return errno_status(fmt::format("fdatasync of {}", path_));
   dirty_ = false;
   return Status::ok();
 }

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "stoker/result.h"
 
 namespace stoker::coordinator {
@@ -77,11 +78,11 @@ class Journal {
   bool usable() const { return usable_; }
 
  private:
-  Journal(std::string dir, std::string path, int fd, Durability durability)
-      : dir_(std::move(dir)), path_(std::move(path)), fd_(fd), durability_(durability) {}
+  Journal(std::string dir, std::string path, UniqueFd fd, Durability durability)
+      : dir_(std::move(dir)), path_(std::move(path)), fd_(std::move(fd)), durability_(durability) {}
   std::string dir_;
   std::string path_;
-  int fd_ = -1;
+  UniqueFd fd_;
   Durability durability_;
   uint64_t size_ = 0;
   uint64_t appended_ = 0;

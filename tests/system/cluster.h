@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -213,6 +214,28 @@ inline std::vector<int64_t> indices_of(const Batch& batch) {
   if (!t.is_ok()) return {};
   const auto* p = t->data_as<const int64_t>();
   return {p, p + t->element_count()};
+}
+
+// Reads `reader` until its job ends: `on_batch` gets every batch and
+// `on_epoch_end` the index of each epoch that ends. OK at the job's end;
+// otherwise the error that stopped it (kTimedOut when `wait` passed without
+// a batch).
+inline Status read_to_end(Reader& reader, const std::function<void(const Batch&)>& on_batch,
+                          const std::function<void(uint64_t epoch)>& on_epoch_end = nullptr,
+                          std::chrono::milliseconds wait = std::chrono::seconds(30)) {
+  for (uint64_t epoch = 0;;) {
+    auto next = reader.next(wait);
+    if (!next.is_ok()) {
+      return next.status().code() == StatusCode::kOutOfRange ? Status::ok() : next.status();
+    }
+    if (next->has_value()) {
+      on_batch(**next);
+    } else if (on_epoch_end) {
+      on_epoch_end(epoch++);
+    } else {
+      ++epoch;
+    }
+  }
 }
 
 }  // namespace stoker::testing

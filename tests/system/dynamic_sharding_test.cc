@@ -146,24 +146,18 @@ void read_epochs_on_a_small_budget(uint32_t threads) {
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   std::map<uint64_t, std::set<int64_t>> seen;  // epoch -> elements
   uint64_t epochs_ended = 0;
-  while (true) {
-    // Each epoch takes well under a second; a hang would last for good.
-    auto next = (*reader)->next(20s);
-    if (!next.is_ok()) {
-      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
-          << "after " << epochs_ended << " epochs and " << seen[epochs_ended].size()
-          << " elements of the next: " << next.status().to_string() << "\n"
-          << cluster.logs();
-      break;
-    }
-    if (!next->has_value()) {
-      ++epochs_ended;
-      continue;
-    }
-    for (int64_t i : indices_of(**next)) {
-      EXPECT_TRUE(seen[(*next)->epoch()].insert(i).second) << "element " << i << " twice";
-    }
-  }
+  // Each epoch takes well under a second; a hang would last for good.
+  const Status st = read_to_end(
+      **reader,
+      [&](const Batch& batch) {
+        for (int64_t i : indices_of(batch)) {
+          EXPECT_TRUE(seen[batch.epoch()].insert(i).second) << "element " << i << " twice";
+        }
+      },
+      [&](uint64_t) { ++epochs_ended; }, 20s);
+  ASSERT_TRUE(st.is_ok()) << "after " << epochs_ended << " epochs and " << seen[epochs_ended].size()
+                          << " elements of the next: " << st.to_string() << "\n"
+                          << cluster.logs();
   EXPECT_EQ(epochs_ended, kEpochs);
   for (uint64_t e = 0; e < kEpochs; ++e) {
     EXPECT_EQ(seen[e].size(), kElements) << "epoch " << e;

@@ -178,24 +178,21 @@ TEST(FaultTolerance, AWorkerKilledAtTheEndOfAnEpochWithRedeliveryLosesNothing) {
   uint64_t batches = 0;
   std::set<uint64_t> producers;
   bool killed = false;
-  while (true) {
-    auto next = (*reader)->next(20s);
-    if (!next.is_ok()) {
-      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
-          << next.status().to_string() << " after " << seen[0].size() << " elements of epoch 0 and "
-          << seen[1].size() << " of epoch 1\n"
-          << cluster.logs();
-      break;
-    }
-    if (!next->has_value()) continue;
-    for (int64_t i : indices_of(**next)) ++seen[(*next)->epoch()][i];
-    producers.insert((*next)->producer());
-    if (++batches >= kKillAfter && producers.size() == 3 && !killed) {
-      killed = true;
-      cluster.worker(1).kill_now(SIGKILL);
-    }
-    std::this_thread::sleep_for(2ms);
-  }
+  const Status st = read_to_end(
+      **reader,
+      [&](const Batch& batch) {
+        for (int64_t i : indices_of(batch)) ++seen[batch.epoch()][i];
+        producers.insert(batch.producer());
+        if (++batches >= kKillAfter && producers.size() == 3 && !killed) {
+          killed = true;
+          cluster.worker(1).kill_now(SIGKILL);
+        }
+        std::this_thread::sleep_for(2ms);
+      },
+      nullptr, 20s);
+  ASSERT_TRUE(st.is_ok()) << st.to_string() << " after " << seen[0].size()
+                          << " elements of epoch 0 and " << seen[1].size() << " of epoch 1\n"
+                          << cluster.logs();
   ASSERT_TRUE(killed) << cluster.logs();
   for (uint64_t e = 0; e < kEpochs; ++e) {
     EXPECT_EQ(seen[e].size(), kElements) << "epoch " << e << ": at least once, every element";

@@ -20,7 +20,7 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr uint64_t kElements = 2'000;
-constexpr uint64_t kSplitSize = 20;  // 100 splits: ~5 KB of journal an epoch
+constexpr uint64_t kSplitSize = 20;  // 100 splits an epoch
 constexpr uint32_t kBatch = 20;
 constexpr uint64_t kThreshold = 32 << 10;
 
@@ -41,6 +41,19 @@ std::vector<size_t> iterations_held(const Cluster& cluster) {
   return held;
 }
 
+void count_elements(const Batch& batch, std::map<int64_t, int>& seen) {
+  for (int64_t i : indices_of(batch)) ++seen[i];
+}
+
+// Every element of the epoch that ended came exactly once; starts the next.
+void expect_each_once(std::map<int64_t, int>& seen, uint64_t epoch, const Cluster& cluster) {
+  EXPECT_EQ(seen.size(), kElements) << "epoch " << epoch << cluster.logs();
+  for (const auto& [element, times] : seen) {
+    EXPECT_EQ(times, 1) << "element " << element << " in epoch " << epoch;
+  }
+  seen.clear();
+}
+
 TEST(JournalCompaction, ManyEpochsKeepTheJournalAndTheIterationsBounded) {
   Cluster cluster({.journal_compaction_bytes = kThreshold});
   cluster.start_coordinator();
@@ -54,31 +67,22 @@ TEST(JournalCompaction, ManyEpochsKeepTheJournalAndTheIterationsBounded) {
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   std::vector<uint64_t> sizes;  // the journal's size after each epoch
   std::map<int64_t, int> seen;
-  while (true) {
-    auto next = (*reader)->next(10s);
-    if (!next.is_ok()) {
-      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
-          << next.status().to_string() << cluster.logs();
-      break;
-    }
-    if (next->has_value()) {
-      for (int64_t i : indices_of(**next)) ++seen[i];
-      continue;
-    }
-    for (const auto& [element, times] : seen) {
-      ASSERT_EQ(times, 1) << "element " << element << " in epoch " << sizes.size();
-    }
-    ASSERT_EQ(seen.size(), kElements) << "epoch " << sizes.size() << cluster.logs();
-    seen.clear();
-    sizes.push_back(std::filesystem::file_size(journal_of(cluster)));
-  }
+  const Status st = read_to_end(
+      **reader, [&](const Batch& batch) { count_elements(batch, seen); },
+      [&](uint64_t epoch) {
+        expect_each_once(seen, epoch, cluster);
+        sizes.push_back(std::filesystem::file_size(journal_of(cluster)));
+      },
+      10s);
+  ASSERT_TRUE(st.is_ok()) << st.to_string() << cluster.logs();
   ASSERT_EQ(sizes.size(), kEpochs);
   std::cout << "journal sizes after each epoch (bytes):";
   for (uint64_t s : sizes) std::cout << " " << s;
   std::cout << "\n";
-  // Uncompacted, 30 epochs of 100 splits take ~150 KB. Compacted, the
-  // journal stays under its threshold plus what is appended between two
-  // checks (one tick, well under an epoch's worth).
+  // Uncompacted, at the ~4.8 KB an epoch the journal grows between two
+  // compactions (the sizes printed above), 30 epochs would take ~140 KB.
+  // Compacted, the journal stays under its threshold plus what is appended
+  // between two checks (one tick, well under an epoch's worth).
   EXPECT_LT(*std::max_element(sizes.begin(), sizes.end()), 2 * kThreshold);
   EXPECT_NE(cluster.coordinator().log().find("compacted the journal"), std::string::npos)
       << cluster.logs();
@@ -106,39 +110,32 @@ TEST(JournalCompaction, ACoordinatorKilledAfterCompactingRestartsAndLosesNothing
                                      .epochs = kEpochs});
   ASSERT_TRUE(reader.is_ok()) << reader.status().to_string();
   std::map<int64_t, int> seen;
-  uint64_t epoch = 0, batches = 0;
+  uint64_t epochs = 0, batches = 0;
   bool restarted = false;
-  while (true) {
-    auto next = (*reader)->next(10s);
-    if (!next.is_ok()) {
-      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
-          << next.status().to_string() << cluster.logs();
-      break;
-    }
-    if (!next->has_value()) {
-      ASSERT_EQ(seen.size(), kElements) << "epoch " << epoch << cluster.logs();
-      for (const auto& [element, times] : seen) {
-        ASSERT_EQ(times, 1) << "element " << element << " in epoch " << epoch << cluster.logs();
-      }
-      seen.clear();
-      ++epoch;
-      batches = 0;
-      continue;
-    }
-    for (int64_t i : indices_of(**next)) ++seen[i];
-    // Mid-epoch, once the journal has been compacted: killed, and the
-    // temporary file of a compaction that never got renamed left behind.
-    if (++batches == 30 && !restarted &&
-        cluster.coordinator().log().find("compacted the journal") != std::string::npos) {
-      restarted = true;
-      cluster.kill_coordinator();
-      std::ofstream(journal_of(cluster).string() + ".tmp") << "a snapshot cut short";
-      std::this_thread::sleep_for(300ms);
-      cluster.start_coordinator();
-    }
-    std::this_thread::sleep_for(1ms);
-  }
-  EXPECT_EQ(epoch, kEpochs);
+  const Status st = read_to_end(
+      **reader,
+      [&](const Batch& batch) {
+        count_elements(batch, seen);
+        // Mid-epoch, once the journal has been compacted: killed, and the
+        // temporary file of a compaction that never got renamed left behind.
+        if (++batches == 30 && !restarted &&
+            cluster.coordinator().log().find("compacted the journal") != std::string::npos) {
+          restarted = true;
+          cluster.kill_coordinator();
+          std::ofstream(journal_of(cluster).string() + ".tmp") << "a snapshot cut short";
+          std::this_thread::sleep_for(300ms);
+          cluster.start_coordinator();
+        }
+        std::this_thread::sleep_for(1ms);
+      },
+      [&](uint64_t epoch) {
+        expect_each_once(seen, epoch, cluster);
+        ++epochs;
+        batches = 0;
+      },
+      10s);
+  ASSERT_TRUE(st.is_ok()) << st.to_string() << cluster.logs();
+  EXPECT_EQ(epochs, kEpochs);
   ASSERT_TRUE(restarted) << "the journal was never compacted\n" << cluster.logs();
   EXPECT_FALSE(std::filesystem::exists(journal_of(cluster).string() + ".tmp"));
   EXPECT_EQ((*reader)->stats().splits_lost, 0u);

@@ -33,17 +33,14 @@ TEST(SharedWorker, AJobWhoseReaderPausesLeavesMemoryForTheOthers) {
   // pile up, as many as the job may hold.
   ASSERT_TRUE((*paused)->next(10s).is_ok()) << cluster.logs();
   std::set<int64_t> seen;
-  while (true) {
-    auto next = (*busy)->next(10s);
-    if (!next.is_ok()) {
-      ASSERT_EQ(next.status().code(), StatusCode::kOutOfRange)
-          << "after " << seen.size() << " elements: " << next.status().to_string() << "\n"
-          << cluster.logs();
-      break;
-    }
-    if (!next->has_value()) continue;
-    for (int64_t i : indices_of(**next)) EXPECT_TRUE(seen.insert(i).second) << i << " twice";
-  }
+  const Status st = read_to_end(
+      **busy,
+      [&](const Batch& batch) {
+        for (int64_t i : indices_of(batch)) EXPECT_TRUE(seen.insert(i).second) << i << " twice";
+      },
+      nullptr, 10s);
+  ASSERT_TRUE(st.is_ok()) << "after " << seen.size() << " elements: " << st.to_string() << "\n"
+                          << cluster.logs();
   EXPECT_EQ(seen.size(), kElements);
   // The paused job goes on where it stopped once its reader reads again.
   auto resumed = (*paused)->next(10s);
